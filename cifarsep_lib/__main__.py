@@ -1,0 +1,76 @@
+"""Command line: ``python -m cifarsep_lib {train,evaluate,rules} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+
+def _train(args) -> int:
+    from . import training
+
+    fields = {f.name for f in dataclasses.fields(training.Recipe)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    recipe = training.Recipe(**overrides)
+    test_at = [int(e) for e in args.test_at.split(",")] if args.test_at else []
+    training.train(recipe, out_dir=args.out, tensorboard=not args.no_tensorboard, test_at_epochs=test_at)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from . import evaluation
+
+    report = evaluation.evaluate_file(args.model, tta=args.tta, data_dir=args.data_dir, batch_size=args.batch_size)
+    print(json.dumps(report))
+    return 0
+
+
+def _rules(args) -> int:
+    import keras
+
+    from . import rules
+
+    model = keras.saving.load_model(args.model, compile=False)
+    rules.check_rules(model, allow_conv2d=args.allow_conv2d)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifarsep_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model with the series' recipe")
+    t.add_argument("--model", help="sepnet (default), base_model or base_model_strict")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--peak-lr", dest="peak_lr", type=float)
+    t.add_argument("--weight-decay", dest="weight_decay", type=float)
+    t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    t.add_argument("--train-subset", dest="train_subset", type=int, help="train on this many images only")
+    t.add_argument("--val-size", dest="val_size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", default="runs/sepnet", help="folder for checkpoints and logs")
+    t.add_argument("--test-at", default="", help="comma-separated epochs at which to report test accuracy")
+    t.add_argument("--no-tensorboard", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a saved .keras model; last line is JSON")
+    e.add_argument("model", help="path to a .keras file")
+    e.add_argument("--tta", action="store_true", help="also average predictions with the flipped image")
+    e.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-bin/ (default: $CIFARSEP_DATA)")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("rules", help="check a saved model against the assignment's rules")
+    r.add_argument("model")
+    r.add_argument("--allow-conv2d", action="store_true")
+    r.set_defaults(func=_rules)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
