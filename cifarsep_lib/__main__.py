@@ -15,7 +15,16 @@ def _train(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     recipe = training.Recipe(**overrides)
     test_at = [int(e) for e in args.test_at.split(",")] if args.test_at else []
-    training.train(recipe, out_dir=args.out, tensorboard=not args.no_tensorboard, test_at_epochs=test_at)
+    verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+    args.verbose = verbose
+    training.train(
+        recipe,
+        out_dir=args.out,
+        tensorboard=not args.no_tensorboard,
+        test_at_epochs=test_at,
+        deterministic=args.deterministic,
+        verbose=args.verbose,
+    )
     return 0
 
 
@@ -54,6 +63,8 @@ def main(argv=None) -> int:
     t.add_argument("--out", default="runs/sepnet", help="folder for checkpoints and logs")
     t.add_argument("--test-at", default="", help="comma-separated epochs at which to report test accuracy")
     t.add_argument("--no-tensorboard", action="store_true")
+    t.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow kernels (slower)")
+    t.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 or 2")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a saved .keras model; last line is JSON")

@@ -187,9 +187,7 @@ def train_val_split(x, y, val_size: int = 5_000, seed: int = 0):
     labels = np.asarray(y).reshape(-1)
     classes = np.unique(labels)
     per_class = val_size // len(classes)
-    val_idx = np.concatenate(
-        [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
-    )
+    val_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
     val_idx = rng.permutation(val_idx)
     mask = np.ones(len(labels), dtype=bool)
     mask[val_idx] = False

@@ -59,11 +59,7 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
             shape=(1, k, self.mid_filters, self.filters),
             initializer=self.kernel_initializer,
         )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-            if self.use_bias
-            else None
-        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs):
         x = ops.conv(inputs, self.column_kernel, padding=self.padding)

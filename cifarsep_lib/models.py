@@ -120,7 +120,7 @@ def sepnet(
     x = normalize_rgb()(inputs)
     x = SpatiallySeparableConv2D(stem_filters, 3, use_bias=False, name="stem")(x)
     x = _bn_relu(x, "stem")
-    for stage, (filters, n_blocks) in enumerate(zip(widths, blocks), start=1):
+    for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
         x = _bn_relu(_sep(x, filters, f"down{stage}", strides=2), f"down{stage}")
         for b in range(n_blocks):
             x = _residual_block(x, filters, f"stage{stage}_block{b + 1}")

@@ -75,5 +75,7 @@ def check_rules(model, allow_conv2d: bool = False, verbose: bool = True) -> Rule
     if report.params >= MAX_PARAMS:
         raise RulesViolation(f"{model.name} has {report.params:,} parameters; the limit is < {MAX_PARAMS:,}")
     if report.conv2d and not allow_conv2d:
-        raise RulesViolation(f"{model.name} uses Conv2D layers {report.conv2d}; only separable convolutions are allowed")
+        raise RulesViolation(
+            f"{model.name} uses Conv2D layers {report.conv2d}; only separable convolutions are allowed"
+        )
     return report

@@ -200,11 +200,24 @@ class TestAccuracyAt(keras.callbacks.Callback):
                 Path(self.log_path).write_text(json.dumps(self.points, indent=1))
 
 
+class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` that never overwrites the last good file with a diverged (NaN) model.
+
+    ``TerminateOnNaN`` stops an epoch early, but Keras still ends that epoch with
+    ``on_epoch_end``; a plain checkpoint would then save the broken weights.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and not np.isfinite(logs.get("loss", 0.0)):
+            return
+        super().on_epoch_end(epoch, logs)
+
+
 def check_writable(out_dir: Path, needed_bytes: int = 50_000_000) -> None:
     """Fail before training if ``out_dir`` cannot hold checkpoints (not writable, or disk full)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     probe = out_dir / ".write_probe"
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"0")
         probe.unlink()
     except OSError as err:
@@ -224,6 +237,7 @@ def train(
     tensorboard: bool = True,
     test_at_epochs=(),
     verbose: int | str = "auto",
+    deterministic: bool = False,
 ):
     """Train a model of the series with the recipe; return ``(model, history dict)``.
 
@@ -231,11 +245,18 @@ def train(
     ``history.csv``, ``history.json``, ``run.json`` (recipe, device, wall time),
     TensorBoard logs under ``tb/`` and a ``backup/`` folder that lets the same command
     resume after an interruption (removed when training completes).
+
+    ``deterministic=True`` also makes TensorFlow's kernels deterministic (slower), so
+    that two runs with the same seed give identical histories on the same machine.
     """
     recipe = recipe or Recipe()
     out = Path(out_dir)
     check_writable(out)
     keras.utils.set_random_seed(recipe.seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
     (x_all, y_all), (x_test, y_test) = cdata.load_cifar10(data_dir)
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
@@ -256,7 +277,7 @@ def train(
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         Throughput(len(x_train)),
-        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
+        SafeCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
     ]
     if test_at_epochs:
@@ -267,7 +288,12 @@ def train(
 
     start = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks, verbose=verbose
+        train_ds,
+        validation_data=val_ds,
+        epochs=recipe.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the input pipeline shuffles, seeded
     )
     wall = time.perf_counter() - start
     if np.isnan(history.history.get("loss", [0.0])[-1]):
@@ -277,6 +303,7 @@ def train(
         )
     model.save(out / "final.keras")
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    hist["epoch"] = [int(e) for e in history.epoch]
     (out / "history.json").write_text(json.dumps(hist, indent=1))
     run = {
         "recipe": dataclasses.asdict(recipe),
