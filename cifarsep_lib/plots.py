@@ -24,3 +24,195 @@ def image_grid(images, titles=None, ncols: int = 8, size: float = 1.3, title_col
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------
+# Data exploration
+# ---------------------------------------------------------------------------
+
+_CHANNEL_COLORS = ("tab:red", "tab:green", "tab:blue")
+_CHANNEL_NAMES = ("red", "green", "blue")
+
+
+def class_samples_grid(images, labels, class_names=None, per_class: int = 8, classes=None, seed: int = 0, size=1.1):
+    """One row per class of ``per_class`` random images of that class, the class name on the left.
+
+    Args:
+        images: uint8 images ``(N, H, W, 3)``.
+        labels: class indices ``(N,)`` or ``(N, 1)``.
+        class_names: names indexed by class (default: CIFAR-10's).
+        per_class: images per row.
+        classes: the classes to show, in order (default: all classes present).
+        seed: which images are drawn (the draw is reproducible).
+    """
+    from .data import CLASS_NAMES
+
+    names = CLASS_NAMES if class_names is None else class_names
+    images = np.asarray(images)
+    labels = np.asarray(labels).reshape(-1)
+    rows = list(np.unique(labels) if classes is None else classes)
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(per_class * size, len(rows) * size), squeeze=False)
+    for r, c in enumerate(rows):
+        pool = np.flatnonzero(labels == c)
+        picked = rng.choice(pool, size=min(per_class, len(pool)), replace=False)
+        for j, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(picked):
+                ax.imshow(images[picked[j]], interpolation="nearest")
+        axes[r, 0].set_ylabel(names[c], rotation=0, ha="right", va="center", fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def class_balance(splits: dict, class_names=None, ax=None):
+    """Grouped bar chart of images per class, one colour per split.
+
+    Args:
+        splits: ``{"train": y_train, "test": y_test, ...}`` (labels of each split).
+        class_names: names indexed by class (default: CIFAR-10's).
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    from .data import CLASS_NAMES
+
+    names = list(CLASS_NAMES if class_names is None else class_names)
+    rows = []
+    for split, labels in splits.items():
+        counts = np.bincount(np.asarray(labels).reshape(-1), minlength=len(names))
+        rows += [{"class": names[c], "split": split, "images": int(n)} for c, n in enumerate(counts)]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+    else:
+        fig = ax.figure
+    sns.barplot(data=pd.DataFrame(rows), x="class", y="images", hue="split", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="{:,.0f}", fontsize=7)
+    ax.set_ylim(0, 1.25 * max(r["images"] for r in rows))  # headroom for the legend
+    ax.legend(title=None, ncols=len(splits), loc="upper center")
+    ax.set_xlabel("")
+    ax.set_ylabel("images per class")
+    ax.set_title("Class balance")
+    fig.tight_layout()
+    return fig
+
+
+def pixel_histograms(images, ax=None, title="Pixel values per channel"):
+    """Histogram of the 256 pixel values of each colour channel (one curve per channel).
+
+    Args:
+        images: uint8 images ``(N, H, W, 3)`` (0-255 integers; other values are rounded).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+    else:
+        fig = ax.figure
+    values = np.arange(256)
+    for c in range(3):
+        counts = np.bincount(images[..., c].ravel(), minlength=256)
+        share = counts / counts.sum()
+        mean = float(np.dot(values, share))
+        ax.plot(values, share, color=_CHANNEL_COLORS[c], lw=1.2, label=f"{_CHANNEL_NAMES[c]} (mean {mean:.1f})")
+        ax.fill_between(values, share, color=_CHANNEL_COLORS[c], alpha=0.12)
+        ax.axvline(mean, color=_CHANNEL_COLORS[c], ls="--", lw=0.8)
+    ax.set_xlim(0, 255)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("pixel value")
+    ax.set_ylabel("share of pixels")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_means(images, labels, num_classes: int = 10) -> np.ndarray:
+    """The mean image of each class, float64 ``(num_classes, H, W, 3)`` in 0-255 units (NaN for an absent class)."""
+    images = np.asarray(images)
+    labels = np.asarray(labels).reshape(-1)
+    means = np.full((num_classes, *images.shape[1:]), np.nan)
+    for c in range(num_classes):
+        members = labels == c
+        if members.any():
+            means[c] = images[members].mean(axis=0, dtype=np.float64)
+    return means
+
+
+def class_means_grid(images, labels, class_names=None, ncols: int = 5, size: float = 1.8):
+    """The mean image of each class, side by side (a blurry picture of "the typical" image of each class)."""
+    from .data import CLASS_NAMES
+
+    names = list(CLASS_NAMES if class_names is None else class_names)
+    means = class_means(images, labels, num_classes=len(names))
+    fig = image_grid(np.nan_to_num(means), titles=names, ncols=ncols, size=size, suptitle="Mean image of each class")
+    for ax in fig.axes:
+        ax.title.set_fontsize(10)
+    return fig
+
+
+def schedule_figure(schedule, total_steps: int, steps_per_epoch: int | None = None):
+    """The learning rate of a ``keras.optimizers.schedules`` schedule over a run (x axis in epochs if given)."""
+    steps = np.arange(total_steps + 1)
+    lrs = [float(schedule(int(s))) for s in steps]
+    x = steps / steps_per_epoch if steps_per_epoch else steps
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(x, lrs)
+    ax.set_xlabel("epoch" if steps_per_epoch else "step")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Warm-up, then cosine decay")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(history: dict):
+    """Loss and accuracy per epoch, training and validation, from a Keras history dict."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.plot(epochs, history[key], "o-", label="training (augmented)")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def results_figure(results: dict, base_dir="."):
+    """Test accuracy against training CPU-minutes (the shipped runs' fixed-epoch test points)
+    and against parameter count (the shipped models), from ``trained/results.json``."""
+    import json
+    from pathlib import Path
+
+    fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
+    for entry in results["models"]:
+        points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
+        if points_file.is_file():
+            points = json.loads(points_file.read_text())
+            minutes = [p["train_seconds"] / 60 for p in points]
+            ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", label=entry["name"])
+        ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60)
+        ax_params.annotate(entry["name"], (entry["params"], 100 * entry["test_accuracy"]), fontsize=9,
+                           xytext=(5, -12), textcoords="offset points")  # fmt: skip
+    for ax in (ax_time, ax_params):
+        ax.axhline(84, color="grey", ls="--", lw=1)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    ax_time.set_xlabel("training time (minutes, 2-core CPU)")
+    ax_time.set_title("Accuracy against CPU-minutes")
+    if ax_time.lines:
+        ax_time.legend()
+    ax_params.axvline(100_000, color="red", ls=":", lw=1)
+    ax_params.set_xlabel("parameters")
+    ax_params.set_title("Accuracy against parameters (limit: 100K)")
+    fig.tight_layout()
+    return fig

@@ -1,10 +1,10 @@
-"""The assignment's rules, checked on a built or loaded model.
+"""The assignment's rules that can be checked on a model, built or loaded:
 
-1. fewer than 100,000 parameters;
-2. no ``Conv2D`` layer anywhere (nested models and layers included): only spatially
-   separable (k x 1 then 1 x k) and depthwise separable convolutions.
+* rule 1: fewer than 100,000 parameters;
+* rule 3: no ``Conv2D`` layer anywhere (nested models and layers included): only
+  spatially separable (k x 1 then 1 x k) and depthwise separable convolutions.
 
-(Rule 3 of the assignment, beating 84%, is measured by ``evaluation``.)
+(Rule 2, beating the base model's 84%, is a measurement: see ``evaluation``.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,62 @@
+"""Throughput measurements: training and inference images/s of a model on this machine.
+
+Used by notebook 04 (to choose mixed precision and XLA on the current device) and by
+``scripts/benchmark_cpu.py``. Each measurement builds a fresh model, warms it up (the
+first steps trace and compile) and then times whole steps on random images.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from . import models as cmodels
+from . import training
+
+
+def _images(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, 32, 32, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 10, size=n), 10).astype("float32")
+    return x, y
+
+
+def training_throughput(
+    model_name: str = "sepnet",
+    batch_size: int = 256,
+    steps: int = 10,
+    warmup_steps: int = 3,
+    mixed_precision: bool = False,
+    jit_compile: bool | str = False,
+) -> float:
+    """Training images/s of ``model_name`` (forward, backward and SGD update; no input pipeline).
+
+    ``mixed_precision`` uses ``mixed_float16`` on a GPU and ``mixed_bfloat16`` on a CPU.
+    """
+    on_gpu = any(not d.lower().startswith("cpu") for d in keras.distribution.list_devices())
+    policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else "float32"
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = cmodels.build(model_name)
+        recipe = training.Recipe(model=model_name, batch_size=batch_size)
+        training.compile_model(model, recipe, steps_per_epoch=100)
+        model.jit_compile = jit_compile
+        x, y = _images(batch_size * (steps + warmup_steps))
+        model.fit(x[: batch_size * warmup_steps], y[: batch_size * warmup_steps], batch_size=batch_size, verbose=0)
+        start = time.perf_counter()
+        model.fit(x[batch_size * warmup_steps :], y[batch_size * warmup_steps :], batch_size=batch_size, verbose=0)
+        return batch_size * steps / (time.perf_counter() - start)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def inference_throughput(model, batch_size: int = 500, batches: int = 10) -> float:
+    """Inference images/s of a built or loaded ``model`` (after one warm-up batch)."""
+    x, _ = _images(batch_size * (batches + 1))
+    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    start = time.perf_counter()
+    model.predict(x[batch_size:], batch_size=batch_size, verbose=0)
+    return batch_size * batches / (time.perf_counter() - start)

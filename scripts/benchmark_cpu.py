@@ -1,0 +1,82 @@
+"""CPU benchmark: training and inference images/s per model, and time-to-84% from scratch.
+
+Usage:
+    python scripts/benchmark_cpu.py [--models sepnet base_model] [--time-to 0.84 --epochs 10]
+
+Throughputs are measured in this one process, one model after another, on random images
+(model only, no input pipeline), so their ratios compare like with like. Time-to-84% is a
+real training run of the series' recipe on the full training set that evaluates the test
+set after every epoch and stops at the first epoch reaching the target; the clock counts
+training time only (validation and test passes excluded). Prints one JSON object last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+
+import keras
+
+from cifarsep_lib import models, speed, training
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["sepnet", "base_model"])
+    parser.add_argument("--steps", type=int, default=20, help="training steps timed per model")
+    parser.add_argument("--time-to", type=float, default=0.84, help="target test accuracy (0 = skip the run)")
+    parser.add_argument("--epochs", type=int, default=10, help="schedule length of the time-to-target run")
+    args = parser.parse_args()
+
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "device": training.describe_device(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "models": {},
+    }
+    for name in args.models:
+        # The base model is ~10x slower; fewer timed steps keep the benchmark short.
+        steps = args.steps if name == "sepnet" else max(3, args.steps // 5)
+        train_ips = speed.training_throughput(name, batch_size=256, steps=steps)
+        infer_ips = speed.inference_throughput(models.build(name))
+        result["models"][name] = {
+            "train_images_per_s": round(train_ips, 1),
+            "inference_images_per_s": round(infer_ips, 1),
+        }
+        print(f"{name:12s} training {train_ips:8.1f} images/s   inference {infer_ips:8.1f} images/s", flush=True)
+    if "sepnet" in result["models"] and "base_model" in result["models"]:
+        ratio = result["models"]["sepnet"]["train_images_per_s"] / result["models"]["base_model"]["train_images_per_s"]
+        result["sepnet_vs_base_training_speed"] = round(ratio, 2)
+        print(f"SepNet trains {ratio:.1f}x faster than the base model here")
+
+    if args.time_to > 0:
+        recipe = training.Recipe(epochs=args.epochs)
+        with tempfile.TemporaryDirectory() as out:
+            callback_epochs = range(1, args.epochs + 1)
+            _, hist = training.train(recipe, out_dir=out, tensorboard=False, test_at_epochs=callback_epochs, verbose=2)
+            points = json.loads(open(os.path.join(out, "test_points.json")).read())
+        reached = next((p for p in points if p["test_accuracy"] >= args.time_to), None)
+        result["time_to_target"] = {
+            "target": args.time_to,
+            "recipe_epochs": args.epochs,
+            "reached": reached is not None,
+            "train_seconds": round(reached["train_seconds"], 1) if reached else None,
+            "epoch": reached["epoch"] if reached else None,
+            "test_points": points,
+        }
+        if reached:
+            print(f"time to {args.time_to:.0%}: {reached['train_seconds'] / 60:.1f} min (epoch {reached['epoch']})")
+        else:
+            best = max(p["test_accuracy"] for p in points)
+            print(f"{args.time_to:.0%} not reached in {args.epochs} epochs (best {best:.4f})")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Ship a finished training run: copy its model and logs into trained/ and record its test accuracy.
+
+Usage:
+    python scripts/record_result.py RUN_DIR NAME --command "python -m cifarsep_lib train ..." [--log LOG]
+
+Evaluates RUN_DIR/best.keras on the CIFAR-10 test set (honouring CIFARSEP_DATA), with and
+without flip TTA, and writes or replaces the entry NAME in trained/results.json. Nothing is
+typed in by hand: every figure comes from the run's own files or from this evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import shutil
+from pathlib import Path
+
+from cifarsep_lib import evaluation
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ROOT / "trained"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--command", required=True, help="the exact command that produced the run")
+    parser.add_argument("--log", type=Path, help="console log of the run")
+    parser.add_argument("--checkpoint", default="best.keras")
+    args = parser.parse_args()
+
+    TRAINED.mkdir(exist_ok=True)
+    model_file = TRAINED / f"{args.name}.keras"
+    shutil.copyfile(args.run_dir / args.checkpoint, model_file)
+    for src in ("history.csv", "run.json", "test_points.json"):
+        if (args.run_dir / src).is_file():
+            shutil.copyfile(args.run_dir / src, TRAINED / f"{args.name}_{src}")
+    if args.log:
+        # Keep the log readable: Keras progress bars rewrite one line with \r many times per epoch.
+        lines = [line.split("\r")[-1] for line in args.log.read_text(errors="replace").splitlines()]
+        (TRAINED / f"{args.name}_train.log").write_text("\n".join(lines) + "\n")
+
+    run = json.loads((args.run_dir / "run.json").read_text())
+    with open(args.run_dir / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    report = evaluation.evaluate_file(model_file, tta=True)
+    entry = {
+        "name": args.name,
+        "file": f"trained/{model_file.name}",
+        "model": report["model"],
+        "params": report["params"],
+        "conv2d_layers": report["conv2d_layers"],
+        "epochs": len(history),
+        "hardware": run["device"],
+        "backend": run["backend"],
+        # Training time summed over epochs (validation passes excluded), and the whole
+        # run's wall time including validation and start-up.
+        "train_seconds": round(sum(float(row["epoch_seconds"]) for row in history), 1),
+        "wall_seconds": round(run["wall_seconds_this_session"], 1),
+        "test_accuracy": report["accuracy"],
+        "test_accuracy_tta": report["accuracy_tta"],
+        "command": args.command,
+        "history": f"trained/{args.name}_history.csv",
+        "log": f"trained/{args.name}_train.log" if args.log else None,
+        "recorded": datetime.date.today().isoformat(),
+    }
+    results_path = TRAINED / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"models": []}
+    results["models"] = [m for m in results["models"] if m["name"] != args.name] + [entry]
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(entry, indent=2))
+
+
+if __name__ == "__main__":
+    main()

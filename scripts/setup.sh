@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install cifarsep with the versions CI tested.
+# Usage: bash scripts/setup.sh        (needs Python 3.10+ as python3, or set PYTHON)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# requirements-lock.txt pins every package to the version CI ran, so a new TensorFlow
+# release cannot break the notebooks behind your back.
+.venv/bin/python -m pip install -q -c requirements-lock.txt -e ".[tensorflow,notebooks,test]"
+.venv/bin/python -m ipykernel install --user --name python3 >/dev/null 2>&1 || true
+echo "cifarsep installed in .venv ($(.venv/bin/python -c 'import keras; print("Keras", keras.__version__)'))"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up, then run everything CI checks: lint, unit tests, notebooks (papermill + nbval),
+# and the re-evaluation of the shipped models.
+# Usage: bash scripts/test.sh      (CIFARSEP_DATA defaults to ../shared/cifar10 when it exists)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -z "${CIFARSEP_DATA:-}" ] && [ -d ../shared/cifar10 ]; then
+  CIFARSEP_DATA=../shared/cifar10
+fi
+if [ -n "${CIFARSEP_DATA:-}" ]; then
+  CIFARSEP_DATA="$(cd "$CIFARSEP_DATA" && pwd)"
+  export CIFARSEP_DATA
+fi
+.venv/bin/ruff check cifarsep_lib tests notebooks scripts
+.venv/bin/ruff format --check cifarsep_lib tests notebooks scripts
+.venv/bin/pytest -p no:cacheprovider -q
+.venv/bin/pytest -p no:cacheprovider -q --nbval-lax \
+  notebooks/01_data_exploration.ipynb \
+  notebooks/02_separable_convolution_theory.ipynb \
+  notebooks/03_model_construction.ipynb

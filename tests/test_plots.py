@@ -1,0 +1,118 @@
+"""Tests of cifarsep_lib.plots: every figure function returns a Figure showing the right data."""
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from cifarsep_lib import plots
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def toy():
+    """12 random uint8 images of 3 classes (6, 4 and 2 images)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    labels = np.array([0] * 6 + [1] * 4 + [2] * 2).reshape(-1, 1)
+    return images, labels
+
+
+def test_image_grid_keeps_its_signature(toy):
+    images, _ = toy
+    fig = plots.image_grid(images[:5], titles=list("abcde"), ncols=4, size=1.0, title_colors=["red"] * 5, suptitle="t")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 8  # two rows of four
+    assert [ax.get_title() for ax in fig.axes[:5]] == list("abcde")
+
+
+def test_class_samples_grid_has_one_row_per_class(toy):
+    images, labels = toy
+    fig = plots.class_samples_grid(images, labels, class_names=("x", "y", "z"), per_class=3)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 9
+    assert [fig.axes[r * 3].get_ylabel() for r in range(3)] == ["x", "y", "z"]
+    # class 2 has only 2 images: the third cell of its row stays empty
+    assert [len(ax.images) for ax in fig.axes[6:]] == [1, 1, 0]
+
+
+def test_class_samples_grid_shows_only_images_of_the_row_class(toy):
+    images, labels = toy
+    fig = plots.class_samples_grid(images, labels, class_names=("x", "y", "z"), per_class=2, classes=[1])
+    assert len(fig.axes) == 2
+    shown = [ax.images[0].get_array() for ax in fig.axes]
+    members = images[labels.reshape(-1) == 1]
+    for picture in shown:
+        assert any(np.array_equal(picture, m) for m in members)
+
+
+def test_class_balance_bars_are_the_counts(toy):
+    _, labels = toy
+    fig = plots.class_balance({"train": labels, "test": np.array([0, 1, 1, 2, 2, 2])}, class_names=("x", "y", "z"))
+    assert isinstance(fig, Figure)
+    heights = [round(p.get_height()) for p in fig.axes[0].patches if p.get_height() > 0]
+    assert sorted(heights) == sorted([6, 4, 2, 1, 2, 3])
+
+
+def test_pixel_histograms_one_curve_per_channel():
+    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    images[..., 0] = 10
+    images[..., 1] = 200
+    images[..., 2] = 255
+    fig = plots.pixel_histograms(images)
+    assert isinstance(fig, Figure)
+    lines = [line for line in fig.axes[0].lines if len(line.get_xdata()) == 256]
+    assert len(lines) == 3
+    for line, value in zip(lines, (10, 200, 255), strict=True):
+        share = np.asarray(line.get_ydata())
+        assert share[value] == pytest.approx(1.0)
+        assert share.sum() == pytest.approx(1.0)
+    assert "mean 200.0" in fig.axes[0].get_legend().get_texts()[1].get_text()
+
+
+def test_class_means_hand_example():
+    images = np.zeros((3, 2, 2, 3), dtype=np.uint8)
+    images[0] = 10
+    images[1] = 30
+    images[2] = 255
+    means = plots.class_means(images, np.array([[0], [0], [2]]), num_classes=3)
+    assert means.shape == (3, 2, 2, 3)
+    np.testing.assert_allclose(means[0], 20.0)
+    assert np.all(np.isnan(means[1]))  # class 1 has no images
+    np.testing.assert_allclose(means[2], 255.0)
+
+
+def test_class_means_grid(toy):
+    images, labels = toy
+    fig = plots.class_means_grid(images, labels, class_names=("x", "y", "z"), ncols=3)
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["x", "y", "z"]
+
+
+def test_training_figures():
+
+    from cifarsep_lib import training
+
+    recipe = training.Recipe(epochs=2)
+    fig = plots.schedule_figure(training.lr_schedule(recipe, 10), 20, 10)
+    ys = fig.axes[0].lines[0].get_ydata()
+    assert len(ys) == 21 and max(ys) == pytest.approx(recipe.peak_lr, rel=0.05)
+    hist = {"loss": [2.0, 1.5], "val_loss": [2.1, 1.7], "accuracy": [0.3, 0.5], "val_accuracy": [0.25, 0.45]}
+    assert len(plots.history_figure(hist).axes) == 2
+
+
+def test_results_figure_reads_test_points(tmp_path):
+    import json
+
+    (tmp_path / "m_test_points.json").write_text(json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}]))
+    results = {"models": [{"name": "m", "params": 90_000, "test_accuracy": 0.9}]}
+    fig = plots.results_figure(results, base_dir=tmp_path)
+    assert "m" in [line.get_label() for line in fig.axes[0].lines]

@@ -1,0 +1,37 @@
+"""Every shipped model re-evaluates to what trained/results.json claims (within 0.05 points)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cifarsep_lib import evaluation, rules
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = json.loads((ROOT / "trained" / "results.json").read_text())["models"]
+TOLERANCE = 0.0005  # 0.05 percentage points
+
+
+def test_results_list_the_main_model():
+    assert "sepnet" in [m["name"] for m in RESULTS]
+
+
+@pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
+def test_shipped_model_reaches_claimed_accuracy(entry, data_dir):
+    model = evaluation.load_model(ROOT / entry["file"])
+    from cifarsep_lib import data
+
+    _, (x_test, y_test) = data.load_cifar10(data_dir)
+    report = evaluation.evaluate_model(model, x_test, y_test, tta=True)
+    assert report["accuracy"] >= entry["test_accuracy"] - TOLERANCE
+    assert report["accuracy_tta"] >= entry["test_accuracy_tta"] - TOLERANCE
+    assert report["params"] == entry["params"] and report["conv2d_layers"] == entry["conv2d_layers"]
+
+
+@pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
+def test_shipped_model_obeys_rules_and_has_its_evidence(entry):
+    model = evaluation.load_model(ROOT / entry["file"])
+    assert rules.check_rules(model, verbose=False).passed
+    for key in ("history", "log"):
+        assert (ROOT / entry[key]).is_file(), entry[key]
+    assert entry["command"].startswith("python -m cifarsep_lib train")
