@@ -279,7 +279,9 @@ def train(
     if test_at_epochs:
         test_ds = make_dataset(x_test, y_test, 1000)
         callbacks.append(TestAccuracyAt(test_ds, test_at_epochs, out / "test_points.json"))
-    if tensorboard:
+    if tensorboard and keras.backend.backend() != "tensorflow":
+        print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
+    elif tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False))
 
     start = time.perf_counter()

@@ -19,3 +19,9 @@ fi
   notebooks/01_data_exploration.ipynb \
   notebooks/02_separable_convolution_theory.ipynb \
   notebooks/03_model_construction.ipynb
+
+# Backend neutrality: the same library under JAX, in a second environment without TensorFlow.
+PYTHON=${PYTHON:-python3}
+[ -x .venv-jax/bin/python ] || "$PYTHON" -m venv .venv-jax
+.venv-jax/bin/python -m pip install -q -c requirements-lock.txt -c requirements-jax-lock.txt -e . jax pytest
+KERAS_BACKEND=jax .venv-jax/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py
