@@ -32,3 +32,11 @@ def test_no_tensorflow_needed_outside_tensorflow_backend():
     assert "tensorflow" not in sys.modules, "cifarsep_lib imported TensorFlow under " + os.environ.get(
         "KERAS_BACKEND", ""
     )
+
+
+def test_saliency_gradients_under_active_backend():
+    from cifarsep_lib import analysis, models
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    maps = analysis.saliency_maps(models.sepnet(), images)
+    assert maps.shape == (2, 32, 32) and np.all(np.isfinite(maps)) and maps.max() > 0
