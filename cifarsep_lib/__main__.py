@@ -24,6 +24,7 @@ def _train(args) -> int:
         test_at_epochs=test_at,
         deterministic=args.deterministic,
         verbose=args.verbose,
+        distribution=args.distribution,
     )
     return 0
 
@@ -65,6 +66,14 @@ def main(argv=None) -> int:
     t.add_argument("--no-tensorboard", action="store_true")
     t.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow kernels (slower)")
     t.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 or 2")
+    t.add_argument(
+        "--distribution",
+        choices=["none", "mirrored", "tpu", "data_parallel"],
+        default="none",
+        help="data-parallel training on all local devices: TensorFlow MirroredStrategy (mirrored, data_parallel) "
+        "or TPUStrategy (tpu); JAX keras.distribution.DataParallel (any but none). --batch-size is the global "
+        "batch: multiply it and --peak-lr by the number of devices to keep the per-device batch",
+    )
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a saved .keras model; last line is JSON")

@@ -4,10 +4,15 @@ The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD 
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
 translations (Keras preprocessing layers), batch 256.
+
+Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
+model on every local device and splits each batch across them (see ``train`` and
+``scaled_recipe`` for how batch size and learning rate scale with the number of devices).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +45,91 @@ class Recipe:
     val_size: int = 5_000
     train_subset: int | None = None  # use only this many training images (quick runs)
     seed: int = 0
+
+
+def scaled_recipe(recipe: Recipe, n_devices: int) -> Recipe:
+    """A copy of ``recipe`` for ``n_devices`` data-parallel replicas: ``batch_size * n``, ``peak_lr * n``.
+
+    ``Recipe.batch_size`` is the *global* batch, split evenly across the replicas. Keeping
+    the per-device batch constant (each device does the work it did alone) multiplies the
+    global batch by ``n``; the linear scaling rule then multiplies the peak learning rate
+    by ``n`` too (the warm-up, already part of the recipe, keeps the first steps stable).
+    Epochs, warm-up fraction and the other fields are unchanged; with ``n`` times larger
+    batches each epoch has ``n`` times fewer steps.
+    """
+    n = int(n_devices)
+    if n < 1 or n != n_devices:
+        raise ValueError(f"n_devices must be a positive integer, got {n_devices!r}")
+    return dataclasses.replace(recipe, batch_size=recipe.batch_size * n, peak_lr=recipe.peak_lr * n)
+
+
+DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel")
+
+
+def _tf_strategy(kind: str):
+    """The ``tf.distribute`` strategy for ``kind``: all TensorFlow-specific code lives here.
+
+    ``"tpu"``: ``TPUStrategy`` on the TPU attached to this runtime (Colab, TPU VMs).
+    Otherwise ``MirroredStrategy`` over all local GPUs or, without GPUs, over the logical
+    CPU devices (several only if configured with ``tf.config.set_logical_device_configuration``
+    before TensorFlow initialises; else one, and nothing is gained).
+    """
+    import tensorflow as tf
+
+    if kind == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()  # Colab TPU runtime
+        except ValueError:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")  # TPU VM
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if tf.config.list_logical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+
+
+@contextlib.contextmanager
+def _jax_distribution(kind: str):
+    """Make ``keras.distribution.DataParallel`` over the local devices current; restore the previous one after."""
+    devices = keras.distribution.list_devices("tpu" if kind == "tpu" else None)
+    if not devices:
+        raise RuntimeError("distribution='tpu' but JAX sees no TPU devices")
+    previous = keras.distribution.distribution()
+    dist = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(dist)
+    try:
+        yield dist
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+@contextlib.contextmanager
+def distribution_scope(distribution: str | None):
+    """Context for building, compiling and fitting a model under ``distribution``; yields the replica count.
+
+    ``None``/``"none"``: no distribution, yields 1. Under TensorFlow, ``"mirrored"`` and
+    ``"data_parallel"`` mean ``MirroredStrategy``, ``"tpu"`` ``TPUStrategy`` (its ``scope()``
+    is entered). Under JAX, all three mean ``keras.distribution.DataParallel`` over the local
+    devices (TPU devices only for ``"tpu"``), set globally and restored on exit.
+    """
+    kind = (distribution or "none").lower()
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    backend = keras.backend.backend()
+    if kind == "none":
+        yield 1
+    elif backend == "tensorflow":
+        strategy = _tf_strategy(kind)
+        with strategy.scope():
+            yield strategy.num_replicas_in_sync
+    elif backend == "jax":
+        with _jax_distribution(kind) as dist:
+            yield dist.num_model_replicas
+    else:
+        raise NotImplementedError(
+            f"distribution={distribution!r} is supported under the tensorflow and jax backends, not {backend}"
+        )
 
 
 def describe_device() -> str:
@@ -226,6 +316,18 @@ def check_writable(out_dir: Path, needed_bytes: int = 50_000_000) -> None:
         )
 
 
+def _check_even_split(replicas: int, batch_size: int, n_train: int, n_val: int, val_batch: int = 1000) -> None:
+    """Under JAX's DataParallel every batch must split evenly across the devices; fail early if not."""
+    sizes = {"batch_size": batch_size, "last training batch": n_train % batch_size or batch_size}
+    sizes["last validation batch"] = n_val % val_batch or min(n_val, val_batch)
+    uneven = {name: size for name, size in sizes.items() if size % replicas}
+    if uneven:
+        raise ValueError(
+            f"data-parallel training on {replicas} devices needs every batch divisible by {replicas}; "
+            f"these are not: {uneven}. Choose a batch size, --train-subset and --val-size that are."
+        )
+
+
 def train(
     recipe: Recipe | None = None,
     out_dir: str | Path = "runs/sepnet",
@@ -234,6 +336,7 @@ def train(
     test_at_epochs=(),
     verbose: int | str = "auto",
     deterministic: bool = False,
+    distribution: str | None = None,
 ):
     """Train a model of the series with the recipe; return ``(model, history dict)``.
 
@@ -244,8 +347,26 @@ def train(
 
     ``deterministic=True`` also makes TensorFlow's kernels deterministic (slower), so
     that two runs with the same seed give identical histories on the same machine.
+
+    ``distribution`` (``None``/``"none"``, ``"mirrored"``, ``"tpu"``, ``"data_parallel"``)
+    trains data-parallel on all local devices, see ``distribution_scope``: TensorFlow's
+    ``MirroredStrategy`` (local GPUs, or logical CPU devices) or ``TPUStrategy``, JAX's
+    ``keras.distribution.DataParallel``. The model is built and compiled under it; each
+    replica holds a copy of the weights, gets ``batch_size / n`` images of every batch,
+    and the gradients are averaged across replicas every step. The number of replicas
+    is printed and recorded in ``run.json`` (``"replicas"``).
+
+    Scaling: ``recipe.batch_size`` is the *global* batch. Keep the per-device batch
+    constant, i.e. multiply the batch by the number of devices ``n``, and scale the
+    peak learning rate linearly with the global batch (``peak_lr * n``):
+    ``scaled_recipe(recipe, n)`` does both. Under JAX every batch, the last (partial)
+    one included, must split evenly across the devices. BatchNorm statistics are
+    computed per replica under TensorFlow and over the global batch under JAX.
     """
     recipe = recipe or Recipe()
+    distribution = (distribution or "none").lower()
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
     out = Path(out_dir)
     check_writable(out)
     keras.utils.set_random_seed(recipe.seed)
@@ -263,54 +384,64 @@ def train(
     )
     val_ds = make_dataset(x_val, y_val, 1000)
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
-    model = compile_model(cmodels.build(recipe.model), recipe, steps)
+    with distribution_scope(distribution) as replicas:
+        if replicas > 1 and keras.backend.backend() == "jax":
+            _check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
+        model = compile_model(cmodels.build(recipe.model), recipe, steps)
 
-    device = describe_device()
-    print(f"Training {recipe.model} ({model.count_params():,} params) on {device}")
-    print(f"{len(x_train):,} training / {len(x_val):,} validation images, {recipe.epochs} epochs of {steps} steps")
+        device = describe_device()
+        print(f"Training {recipe.model} ({model.count_params():,} params) on {device}")
+        if distribution != "none":
+            print(
+                f"Data-parallel ({distribution}) on {replicas} replica(s): "
+                f"{recipe.batch_size / replicas:g} images per replica per step of {recipe.batch_size}"
+            )
+        print(f"{len(x_train):,} training / {len(x_val):,} validation images, {recipe.epochs} epochs of {steps} steps")
 
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.TerminateOnNaN(),
-        Throughput(len(x_train)),
-        SafeCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-    ]
-    if test_at_epochs:
-        test_ds = make_dataset(x_test, y_test, 1000)
-        callbacks.append(TestAccuracyAt(test_ds, test_at_epochs, out / "test_points.json"))
-    if tensorboard and keras.backend.backend() != "tensorflow":
-        print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
-    elif tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False))
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(out / "backup")),
+            keras.callbacks.TerminateOnNaN(),
+            Throughput(len(x_train)),
+            SafeCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        ]
+        if test_at_epochs:
+            test_ds = make_dataset(x_test, y_test, 1000)
+            callbacks.append(TestAccuracyAt(test_ds, test_at_epochs, out / "test_points.json"))
+        if tensorboard and keras.backend.backend() != "tensorflow":
+            print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
+        elif tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False))
 
-    start = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=recipe.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the input pipeline shuffles, seeded
-    )
-    wall = time.perf_counter() - start
-    if np.isnan(history.history.get("loss", [0.0])[-1]):
-        raise FloatingPointError(
-            f"training diverged (loss became NaN) at epoch {len(history.history['loss'])}; "
-            f"the best checkpoint so far is {out / 'best.keras'}. Try a lower --peak-lr."
+        start = time.perf_counter()
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=recipe.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the input pipeline shuffles, seeded
         )
-    model.save(out / "final.keras")
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    hist["epoch"] = [int(e) for e in history.epoch]
-    (out / "history.json").write_text(json.dumps(hist, indent=1))
-    run = {
-        "recipe": dataclasses.asdict(recipe),
-        "device": device,
-        "backend": keras.backend.backend(),
-        "keras": keras.__version__,
-        "params": model.count_params(),
-        "wall_seconds_this_session": wall,
-        "mean_images_per_second": float(np.mean(hist.get("images_per_second", [np.nan]))),
-    }
-    (out / "run.json").write_text(json.dumps(run, indent=1))
-    return model, hist
+        wall = time.perf_counter() - start
+        if np.isnan(history.history.get("loss", [0.0])[-1]):
+            raise FloatingPointError(
+                f"training diverged (loss became NaN) at epoch {len(history.history['loss'])}; "
+                f"the best checkpoint so far is {out / 'best.keras'}. Try a lower --peak-lr."
+            )
+        model.save(out / "final.keras")
+        hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        hist["epoch"] = [int(e) for e in history.epoch]
+        (out / "history.json").write_text(json.dumps(hist, indent=1))
+        run = {
+            "recipe": dataclasses.asdict(recipe),
+            "device": device,
+            "backend": keras.backend.backend(),
+            "keras": keras.__version__,
+            "params": model.count_params(),
+            "wall_seconds_this_session": wall,
+            "mean_images_per_second": float(np.mean(hist.get("images_per_second", [np.nan]))),
+            "distribution": distribution,
+            "replicas": replicas,
+        }
+        (out / "run.json").write_text(json.dumps(run, indent=1))
+        return model, hist

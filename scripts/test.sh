@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Set up, then run everything CI checks: lint, unit tests, notebooks (papermill + nbval),
-# and the re-evaluation of the shipped models.
+# Set up, then run everything CI checks: lint, unit tests, every notebook headless
+# (papermill) and against its committed outputs (nbval), the shipped models'
+# re-evaluation, the JAX-without-TensorFlow smoke test and the JupyterLab browser test.
 # Usage: bash scripts/test.sh      (CIFARSEP_DATA defaults to ../shared/cifar10 when it exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
 bash scripts/setup.sh
 if [ -z "${CIFARSEP_DATA:-}" ] && [ -d ../shared/cifar10 ]; then
   CIFARSEP_DATA=../shared/cifar10
 fi
 if [ -n "${CIFARSEP_DATA:-}" ]; then
-  CIFARSEP_DATA="$(cd "$CIFARSEP_DATA" && pwd)"
+  CIFARSEP_DATA="$(cd "$CIFARSEP_DATA" && pwd)"  # notebooks run from notebooks/
   export CIFARSEP_DATA
 fi
+
+# A second environment with Keras and JAX but no TensorFlow, for the backend tests.
+[ -x .venv-jax/bin/python ] || "$PYTHON" -m venv .venv-jax
+.venv-jax/bin/python -m pip install -q -c requirements-lock.txt -c requirements-jax-lock.txt -e . jax pytest
+export CIFARSEP_JAX_PYTHON="$PWD/.venv-jax/bin/python"
+
+# Headless Chromium and Playwright for the JupyterLab test (skipped if they cannot be installed).
+bash scripts/install_browser.sh .venv || echo "browser install failed: the JupyterLab test will be skipped"
+
 .venv/bin/ruff check cifarsep_lib tests notebooks scripts
 .venv/bin/ruff format --check cifarsep_lib tests notebooks scripts
 .venv/bin/pytest -p no:cacheprovider -q
@@ -19,9 +30,4 @@ fi
   notebooks/01_data_exploration.ipynb \
   notebooks/02_separable_convolution_theory.ipynb \
   notebooks/03_model_construction.ipynb
-
-# Backend neutrality: the same library under JAX, in a second environment without TensorFlow.
-PYTHON=${PYTHON:-python3}
-[ -x .venv-jax/bin/python ] || "$PYTHON" -m venv .venv-jax
-.venv-jax/bin/python -m pip install -q -c requirements-lock.txt -c requirements-jax-lock.txt -e . jax pytest
 KERAS_BACKEND=jax .venv-jax/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py

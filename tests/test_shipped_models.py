@@ -35,3 +35,13 @@ def test_shipped_model_obeys_rules_and_has_its_evidence(entry):
     for key in ("history", "log"):
         assert (ROOT / entry[key]).is_file(), entry[key]
     assert entry["command"].startswith("python -m cifarsep_lib train")
+
+
+def test_readme_results_table_matches_results_json():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.results_table({"models": RESULTS})
+    assert table in (ROOT / "README.md").read_text()
