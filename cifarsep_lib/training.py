@@ -328,6 +328,24 @@ def _check_even_split(replicas: int, batch_size: int, n_train: int, n_val: int, 
         )
 
 
+def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool) -> list:
+    """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers)."""
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        Throughput(n_train),
+        SafeCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+    ]
+    if test_at_epochs:
+        callbacks.append(TestAccuracyAt(test_ds, test_at_epochs, out / "test_points.json"))
+    if tensorboard and keras.backend.backend() != "tensorflow":
+        print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
+    elif tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False))
+    return callbacks
+
+
 def train(
     recipe: Recipe | None = None,
     out_dir: str | Path = "runs/sepnet",
@@ -398,20 +416,8 @@ def train(
             )
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {recipe.epochs} epochs of {steps} steps")
 
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(out / "backup")),
-            keras.callbacks.TerminateOnNaN(),
-            Throughput(len(x_train)),
-            SafeCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        ]
-        if test_at_epochs:
-            test_ds = make_dataset(x_test, y_test, 1000)
-            callbacks.append(TestAccuracyAt(test_ds, test_at_epochs, out / "test_points.json"))
-        if tensorboard and keras.backend.backend() != "tensorflow":
-            print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
-        elif tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False))
+        test_ds = make_dataset(x_test, y_test, 1000) if test_at_epochs else None
+        callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard)
 
         start = time.perf_counter()
         history = model.fit(
