@@ -1,0 +1,70 @@
+"""Training images/s of SepNet under each Keras backend, side by side, measured in one run.
+
+Usage:
+    python scripts/benchmark_backends.py [--python tensorflow=.venv/bin/python jax=.venv-jax/bin/python]
+
+A Keras backend is fixed when Keras is imported, so each backend is measured in its own
+subprocess (``KERAS_BACKEND=...``), one after another, with the same model, batch size and
+number of timed steps. Backends whose interpreter is missing are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURE = (
+    "import json, keras; from cifarsep_lib import speed;"
+    "print(json.dumps({'keras': keras.__version__, "
+    "'images_per_s': speed.training_throughput('sepnet', batch_size=256, steps=STEPS)}))"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--python",
+        nargs="+",
+        default=[f"tensorflow={sys.executable}", f"jax={ROOT / '.venv-jax/bin/python'}"],
+        help="BACKEND=INTERPRETER pairs",
+    )
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "model": "sepnet",
+        "batch_size": 256,
+        "backends": {},
+    }
+    for pair in args.python:
+        backend, python = pair.split("=", 1)
+        if not Path(python).is_file():
+            result["backends"][backend] = {"skipped": f"no interpreter at {python}"}
+            print(f"{backend:11s} skipped (no interpreter at {python})")
+            continue
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(
+            [python, "-c", MEASURE.replace("STEPS", str(args.steps))], env=env, capture_output=True, text=True
+        )
+        if proc.returncode:
+            result["backends"][backend] = {"failed": proc.stderr.strip().splitlines()[-1]}
+            print(f"{backend:11s} failed: {proc.stderr.strip().splitlines()[-1]}")
+            continue
+        measured = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["backends"][backend] = measured
+        ips, version = measured["images_per_s"], measured["keras"]
+        print(f"{backend:11s} {ips:8.1f} training images/s (Keras {version})", flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
