@@ -14,6 +14,7 @@ import argparse
 import csv
 import datetime
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,22 @@ from cifarsep_lib import evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ROOT / "trained"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PROGRESS = re.compile(r"^\s*\d+/\d+ ")
+
+
+def clean_log(text: str) -> str:
+    """A readable copy of a Keras console log: colours and backspaces removed, and of the
+    progress bar only each epoch's final line (the one with the validation metrics) kept."""
+    kept = []
+    for line in text.splitlines():
+        line = ANSI.sub("", line.split("\r")[-1]).replace("\b", "")
+        if PROGRESS.match(line) and "val_accuracy" not in line:
+            continue
+        kept.append(line.rstrip())
+    return "\n".join(kept) + "\n"
 
 
 def main() -> None:
@@ -39,9 +56,7 @@ def main() -> None:
         if (args.run_dir / src).is_file():
             shutil.copyfile(args.run_dir / src, TRAINED / f"{args.name}_{src}")
     if args.log:
-        # Keep the log readable: Keras progress bars rewrite one line with \r many times per epoch.
-        lines = [line.split("\r")[-1] for line in args.log.read_text(errors="replace").splitlines()]
-        (TRAINED / f"{args.name}_train.log").write_text("\n".join(lines) + "\n")
+        (TRAINED / f"{args.name}_train.log").write_text(clean_log(args.log.read_text(errors="replace")))
 
     run = json.loads((args.run_dir / "run.json").read_text())
     with open(args.run_dir / "history.csv", newline="") as f:
