@@ -35,7 +35,7 @@ def training_throughput(
 
     ``mixed_precision`` uses ``mixed_float16`` on a GPU and ``mixed_bfloat16`` on a CPU.
     """
-    on_gpu = any(not d.lower().startswith("cpu") for d in keras.distribution.list_devices())
+    on_gpu = bool(training.accelerators())
     policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else "float32"
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)

@@ -132,10 +132,22 @@ def distribution_scope(distribution: str | None):
         )
 
 
+def accelerators() -> list[str]:
+    """Names of the non-CPU devices the active backend sees (empty on a CPU-only machine).
+
+    ``keras.distribution.list_devices`` covers TensorFlow and JAX; Keras has no
+    distribution support for PyTorch, so that backend is asked directly.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")]
+
+
 def describe_device() -> str:
     """A human-readable name of the device Keras trains on (GPU name, or CPU)."""
-    devices = keras.distribution.list_devices()
-    accel = [d for d in devices if not d.lower().startswith("cpu")]
+    accel = accelerators()
     if accel and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 

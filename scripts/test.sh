@@ -20,6 +20,15 @@ fi
 .venv-jax/bin/python -m pip install -q -c requirements-lock.txt -c requirements-jax-lock.txt -e . jax pytest
 export CIFARSEP_JAX_PYTHON="$PWD/.venv-jax/bin/python"
 
+# The same for PyTorch, where its CPU wheel installs (torch 2.13.0 is on local disk on the CI machines).
+[ -x .venv-torch/bin/python ] || "$PYTHON" -m venv .venv-torch
+if .venv-torch/bin/python -m pip install -q -c requirements-lock.txt -c requirements-torch-lock.txt -e . torch pytest; then
+  TORCH_OK=1
+else
+  TORCH_OK=0
+  echo "PyTorch could not be installed here: the PyTorch backend test is skipped"
+fi
+
 # Headless Chromium and Playwright for the JupyterLab test (skipped if they cannot be installed).
 bash scripts/install_browser.sh .venv || echo "browser install failed: the JupyterLab test will be skipped"
 
@@ -31,3 +40,6 @@ bash scripts/install_browser.sh .venv || echo "browser install failed: the Jupyt
   notebooks/02_separable_convolution_theory.ipynb \
   notebooks/03_model_construction.ipynb
 KERAS_BACKEND=jax .venv-jax/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py
+if [ "$TORCH_OK" = 1 ]; then
+  KERAS_BACKEND=torch .venv-torch/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py
+fi
