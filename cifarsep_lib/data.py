@@ -140,14 +140,20 @@ def download_official(cache_dir: str | None = None) -> Path:
     """
     import keras  # imported here so that importing this module never touches Keras or the network
 
-    archive = keras.utils.get_file(
-        fname="cifar-10-binary.tar.gz",
-        origin=OFFICIAL_URL,
-        file_hash=OFFICIAL_MD5,
-        hash_algorithm="md5",
-        extract=True,
-        cache_dir=cache_dir,
-    )
+    try:
+        archive = keras.utils.get_file(
+            fname="cifar-10-binary.tar.gz",
+            origin=OFFICIAL_URL,
+            file_hash=OFFICIAL_MD5,
+            hash_algorithm="md5",
+            extract=True,
+            cache_dir=cache_dir,
+        )
+    except Exception as err:  # get_file raises a bare Exception for network failures
+        raise CifarDataError(
+            f"could not download CIFAR-10 from {OFFICIAL_URL}: {err}. Without internet access, "
+            f"set {ENV_VAR} to a folder holding {BATCHES_DIR}/ (a copy of the extracted archive)."
+        ) from err
     archive = Path(archive)
     # Keras 3 returns the extraction folder; older versions return the archive path.
     for candidate in (archive, archive.parent, *archive.parent.glob("*")):

@@ -79,7 +79,8 @@ def load_model(path) -> keras.Model:
 
 def evaluate_model(model, x_test, y_test, tta: bool = False, batch_size: int = 500) -> dict:
     """Test accuracy (and flip-TTA accuracy when asked), parameters and Conv2D count."""
-    probs = predict(model, x_test, batch_size=batch_size)
+    x = prepare_images(x_test)  # once, for both the plain and the mirrored pass
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
     report = rules.rules_report(model)
     result = {
         "model": model.name,
@@ -89,7 +90,7 @@ def evaluate_model(model, x_test, y_test, tta: bool = False, batch_size: int = 5
         "test_images": int(len(x_test)),
     }
     if tta:
-        flipped = model.predict(prepare_images(x_test)[:, :, ::-1], batch_size=batch_size, verbose=0)
+        flipped = model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)
         result["accuracy_tta"] = accuracy((probs + flipped) / 2, y_test)
     return result
 

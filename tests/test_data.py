@@ -120,3 +120,15 @@ def test_import_does_not_touch_network_or_keras():
     code = "import sys, cifarsep_lib.data; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_failed_download_explains_offline_option(monkeypatch):
+    import keras
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure: Name or service not known")
+
+    monkeypatch.delenv("CIFARSEP_DATA", raising=False)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(data.CifarDataError, match="could not download.*set CIFARSEP_DATA"):
+        data.load_cifar10()
