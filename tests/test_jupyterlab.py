@@ -375,3 +375,25 @@ def test_tracebacks_are_found_and_stderr_logs_are_not(lab, page):
     found = tracebacks(page)
     assert [cell for cell, _ in found] == [1], outputs
     assert "ValueError" in found[0][1] and "probe failure" in found[0][1]
+
+
+def test_keras_progress_bars_render_in_place(lab, page):
+    """Keras progress bars redraw one line per epoch in JupyterLab, not one line per step."""
+    fit = (
+        "import keras, numpy as np\n"
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10, activation='softmax')])\n"
+        "model.compile('sgd', 'sparse_categorical_crossentropy')\n"
+        "x, y = np.random.rand(64, 4), np.random.randint(0, 10, 64)\n"
+        "_ = model.fit(x, y, batch_size=8, epochs=2, verbose=1)"
+    )
+    probe = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(fit)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+    )
+    nbformat.write(probe, lab.root / "probe_progress.ipynb")
+    open_notebook(page, lab, "probe_progress.ipynb", 1)
+    run_all_cells(page, 1)
+    text = "\n".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_text_contents())
+    bars = [line for line in text.splitlines() if "━" in line]
+    assert len(bars) == 2, text  # one redrawn bar per epoch
+    assert all("8/8" in line and "loss" in line for line in bars), text
