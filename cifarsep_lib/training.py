@@ -178,13 +178,16 @@ def _one_hot(y) -> np.ndarray:
 
 
 class _AugmentedBatches(keras.utils.PyDataset):
-    """Backend-neutral batches: shuffle per epoch, augment each batch with Keras layers."""
+    """Backend-neutral batches: optionally shuffled each epoch, optionally augmented with Keras layers."""
 
-    def __init__(self, x, y, batch_size, augmenter, seed, **kwargs):
+    def __init__(self, x, y, batch_size, augmenter, shuffle, seed, **kwargs):
         super().__init__(**kwargs)
         self.x, self.y, self.batch_size = x, _one_hot(y), batch_size
-        self.augmenter, self.rng = augmenter, np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
+        self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
+        self.order = self._new_order()
+
+    def _new_order(self):
+        return self.rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
 
     def __len__(self):
         return int(np.ceil(len(self.x) / self.batch_size))
@@ -197,7 +200,7 @@ class _AugmentedBatches(keras.utils.PyDataset):
         return xb, self.y[idx]
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
+        self.order = self._new_order()
 
 
 def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0):
@@ -217,9 +220,7 @@ def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, s
         if augmenter is not None:
             ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
-    if not shuffle and augmenter is None:
-        return _AugmentedBatches(x, y, batch_size, None, seed)
-    return _AugmentedBatches(x, y, batch_size, augmenter, seed)
+    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed)
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int):

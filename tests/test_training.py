@@ -109,3 +109,13 @@ def test_killed_training_resumes_and_finishes(tmp_path, fake_cifar):
     a = json.loads((out / "history.json").read_text())["val_accuracy"][-1]
     b = json.loads((straight / "history.json").read_text())["val_accuracy"][-1]
     assert np.isfinite(a) and abs(a - b) <= 0.15
+
+
+def test_backend_neutral_batches_keep_order_unless_shuffled():
+    x = np.arange(10).reshape(10, 1, 1, 1).repeat(32, 1).repeat(32, 2).repeat(3, 3).astype("uint8")
+    y = np.arange(10) % 10
+    plain = training._AugmentedBatches(x, y, 4, None, shuffle=False, seed=0)
+    assert [int(plain[i][0][j, 0, 0, 0]) for i in range(3) for j in range(len(plain[i][0]))] == list(range(10))
+    shuffled = training._AugmentedBatches(x, y, 10, None, shuffle=True, seed=0)
+    assert sorted(shuffled[0][0][:, 0, 0, 0].tolist()) == list(range(10))
+    assert shuffled[0][0][:, 0, 0, 0].tolist() != list(range(10))
