@@ -16,14 +16,13 @@ def _train(args) -> int:
     recipe = training.Recipe(**overrides)
     test_at = [int(e) for e in args.test_at.split(",")] if args.test_at else []
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
-    args.verbose = verbose
     training.train(
         recipe,
         out_dir=args.out,
         tensorboard=not args.no_tensorboard,
         test_at_epochs=test_at,
         deterministic=args.deterministic,
-        verbose=args.verbose,
+        verbose=verbose,
         distribution=args.distribution,
     )
     return 0
@@ -48,6 +47,8 @@ def _rules(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .training import DISTRIBUTIONS  # every subcommand needs Keras anyway
+
     parser = argparse.ArgumentParser(prog="python -m cifarsep_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     t.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 or 2")
     t.add_argument(
         "--distribution",
-        choices=["none", "mirrored", "tpu", "data_parallel"],
+        choices=DISTRIBUTIONS,
         default="none",
         help="data-parallel training on all local devices: TensorFlow MirroredStrategy (mirrored, data_parallel) "
         "or TPUStrategy (tpu); JAX keras.distribution.DataParallel (any but none). --batch-size is the global "

@@ -1,7 +1,7 @@
 """Throughput measurements: training and inference images/s of a model on this machine.
 
 Used by notebook 04 (to choose mixed precision and XLA on the current device) and by
-``scripts/benchmark_cpu.py``. Each measurement builds a fresh model, warms it up (the
+``scripts/benchmark.py``. Each measurement builds a fresh model, warms it up (the
 first steps trace and compile) and then times whole steps on random images.
 """
 
@@ -19,7 +19,7 @@ from . import training
 def _images(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(n, 32, 32, 3)).astype("float32")
-    y = keras.utils.to_categorical(rng.integers(0, 10, size=n), 10).astype("float32")
+    y = training._one_hot(rng.integers(0, 10, size=n))
     return x, y
 
 
