@@ -8,6 +8,7 @@
 * ``sepnet()`` — the series' own model: a small residual network of separable
   convolutions that downsamples early, because on a CPU the elementwise work at
   32x32 (BatchNorm, ReLU), not the multiply-adds, is what costs.
+* ``sepnet_fast()`` — SepNet's first, shallower version: faster per image, less accurate.
 
 All models take raw RGB images with pixel values 0-255 (float or uint8 cast to float)
 and accept any spatial size (``Input(shape=(None, None, 3))``).
@@ -71,8 +72,8 @@ def base_model_strict() -> keras.Model:
     return _base_network(strict=True)
 
 
-def _bn_relu(x, name):
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+def _bn_relu(x, name, momentum=0.99):
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -89,48 +90,73 @@ def _sep(x, filters, name, strides=1, kernel_size=3):
     )(x)
 
 
-def _residual_block(x, filters, name):
+def _residual_block(x, filters, name, bn_momentum):
     shortcut = x
-    x = _bn_relu(_sep(x, filters, f"{name}_a"), f"{name}_a")
-    x = layers.BatchNormalization(name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
+    x = _bn_relu(_sep(x, filters, f"{name}_a"), f"{name}_a", bn_momentum)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
 
 def sepnet(
-    widths: tuple[int, int, int] = (64, 128, 192),
+    widths: tuple[int, int, int] = (64, 96, 160),
     stem_filters: int = 24,
-    blocks: tuple[int, int, int] = (1, 1, 0),
+    stem_mid_filters: int | None = 8,
+    blocks: tuple[int, int, int] = (2, 2, 0),
+    bn_momentum: float = 0.9,
     name: str = "sepnet",
 ) -> keras.Model:
     """The series' model: separable convolutions only, under 100K parameters.
 
     Layout (for 32x32 inputs):
 
-    * stem at 32x32: a 3x1 then 1x3 spatially separable convolution (``stem_filters``);
+    * stem at 32x32: a 3x1 convolution to ``stem_mid_filters`` channels, then a 1x3 one to
+      ``stem_filters`` (a spatially separable convolution);
     * three stages at 16x16, 8x8 and 4x4, each entered by a stride-2 depthwise
       separable convolution and followed by ``blocks[i]`` residual blocks of two
       depthwise separable convolutions;
     * global average pooling and a linear classifier (softmax output).
 
     Only the stem runs at full resolution, and with few channels: that is where
-    BatchNorm and ReLU cost the most on a CPU.
+    BatchNorm and ReLU cost the most on a CPU. The stem's 3x1 step produces only 8
+    channels because its output is a full 32x32 map that costs memory traffic forwards and
+    backwards. BatchNorm uses ``bn_momentum`` 0.9 instead of Keras' 0.99 so that its
+    running statistics (used for validation) keep up with weights that move fast at the
+    recipe's high learning rate.
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
-    x = SpatiallySeparableConv2D(stem_filters, 3, use_bias=False, name="stem")(x)
-    x = _bn_relu(x, "stem")
+    x = SpatiallySeparableConv2D(stem_filters, 3, mid_filters=stem_mid_filters, use_bias=False, name="stem")(x)
+    x = _bn_relu(x, "stem", bn_momentum)
     for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
-        x = _bn_relu(_sep(x, filters, f"down{stage}", strides=2), f"down{stage}")
+        x = _bn_relu(_sep(x, filters, f"down{stage}", strides=2), f"down{stage}", bn_momentum)
         for b in range(n_blocks):
-            x = _residual_block(x, filters, f"stage{stage}_block{b + 1}")
+            x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
+def sepnet_fast() -> keras.Model:
+    """SepNet's first, shallower version: faster on a CPU, less accurate (87,706 params).
+
+    Widths (64, 128, 192), one residual block in stages 1 and 2, a stem whose two
+    convolutions both have 24 channels, and Keras' default BatchNorm momentum (0.99).
+    It trains about 1.4x faster per image than ``sepnet()`` on a 2-core CPU; the
+    shipped ``trained/sepnet_fast.keras`` is this architecture.
+    """
+    return sepnet(
+        widths=(64, 128, 192),
+        stem_mid_filters=None,
+        blocks=(1, 1, 0),
+        bn_momentum=0.99,
+        name="sepnet_fast",
+    )
+
+
 MODELS = {
     "sepnet": sepnet,
+    "sepnet_fast": sepnet_fast,
     "base_model": base_model,
     "base_model_strict": base_model_strict,
 }

@@ -39,7 +39,7 @@ def test_base_model_breaks_rule_three_and_strict_variant_does_not():
     assert strict.params == 32_261 + 96 and strict.conv2d == []
 
 
-@pytest.mark.parametrize("name", ["sepnet", "base_model_strict"])
+@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "base_model_strict"])
 def test_shipped_architectures_pass_the_rules(name):
     report = rules.check_rules(models.build(name), verbose=False)
     assert report.passed

@@ -16,6 +16,17 @@ def test_results_list_the_main_model():
     assert "sepnet" in [m["name"] for m in RESULTS]
 
 
+def test_main_model_was_trained_with_the_default_recipe():
+    """The training entry point's defaults are the recipe of the shipped main model."""
+    from cifarsep_lib import training
+
+    command = next(m["command"] for m in RESULTS if m["name"] == "sepnet").split()
+    recipe_flags = {"--batch-size", "--peak-lr", "--weight-decay", "--label-smoothing", "--train-subset", "--val-size"}
+    assert not recipe_flags & set(command), command
+    assert int(command[command.index("--epochs") + 1]) == training.Recipe().epochs
+    assert command[command.index("--model") + 1] == training.Recipe().model
+
+
 @pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
 def test_shipped_model_reaches_claimed_accuracy(entry, data_dir):
     model = evaluation.load_model(ROOT / entry["file"])
@@ -35,6 +46,20 @@ def test_shipped_model_obeys_rules_and_has_its_evidence(entry):
     for key in ("history", "log"):
         assert (ROOT / entry[key]).is_file(), entry[key]
     assert entry["command"].startswith("python -m cifarsep_lib train")
+
+
+@pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
+def test_shipped_model_is_what_its_command_builds(entry):
+    """The recorded command's --model rebuilds the shipped file's architecture, layer for layer."""
+    from cifarsep_lib import models
+
+    model_name = entry["command"].split("--model ")[1].split()[0]
+    shipped, built = evaluation.load_model(ROOT / entry["file"]), models.build(model_name)
+
+    def layout(model):
+        return [(layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.layers]
+
+    assert layout(shipped) == layout(built)
 
 
 def test_readme_results_table_matches_results_json():

@@ -168,10 +168,13 @@ def test_sepnet_receptive_fields_strides_and_residuals():
     assert rows["stem"]["rf"] == 3 and rows["stem"]["type"] == "SpatiallySeparableConv2D"
     assert rows["down1"]["rf"] == 5 and rows["down1"]["jump"] == 2
     assert rows["down1"]["output_shape"] == (16, 16, 64)
-    # Add: the widest of the shortcut (5) and the two convolutions (13).
-    assert rows["stage1_block1_add"]["rf"] == 13
-    assert rows["down3"]["rf"] == 41 and rows["down3"]["output_shape"] == (4, 4, 192)
+    # Add: the widest of the shortcut (5) and the two convolutions (13); each block adds 8.
+    assert rows["stage1_block1_add"]["rf"] == 13 and rows["stage1_block2_add"]["rf"] == 21
+    assert rows["down3"]["rf"] == 65 and rows["down3"]["output_shape"] == (4, 4, 160)
     assert rows["classifier"]["output_shape"] == (10,)
+    # The shallower sepnet_fast sees less: one block per stage, so 41 pixels before the last stage.
+    fast = {r["name"]: r for r in theory.receptive_fields(models.sepnet_fast())}
+    assert fast["down3"]["rf"] == 41 and fast["down3"]["output_shape"] == (4, 4, 192)
 
 
 def _linear_chain():
@@ -218,7 +221,7 @@ def test_layer_costs_of_base_model():
     assert rows["trans1"]["mult_adds"] == theory.standard_conv_cost(96, 32, 1, 16, 16)["mult_adds"]
     assert rows["bn1"]["activations"] == 32 * 32 * 64 and rows["bn1"]["mult_adds"] == 0
     stem = {r["name"]: r for r in theory.layer_costs(models.sepnet())}["stem"]
-    assert stem["mult_adds"] == theory.spatially_separable_conv_cost(3, 24, 3, 32, 32)["mult_adds"]
+    assert stem["mult_adds"] == theory.spatially_separable_conv_cost(3, 24, 3, 32, 32, mid=8)["mult_adds"]
 
 
 def test_cost_by_resolution_groups_the_work():
@@ -231,6 +234,8 @@ def test_cost_by_resolution_groups_the_work():
     sepnet = {r["resolution"]: r for r in theory.cost_by_resolution(models.sepnet())}
     # The point of SepNet's layout: far less elementwise work at full resolution.
     assert sepnet["32x32"]["elementwise"] < base["32x32"]["elementwise"] / 10
+    # Its thin stem (3 -> 8 -> 24 channels) also keeps the 32x32 multiply-adds small.
+    assert sepnet["32x32"]["mult_adds"] < base["32x32"]["mult_adds"] / 10
 
 
 # ---------------------------------------------------------------- figures
