@@ -12,6 +12,12 @@ RESULTS = json.loads((ROOT / "trained" / "results.json").read_text())["models"]
 TOLERANCE = 0.0005  # 0.05 percentage points
 
 
+def _flag_value(entry, flag):
+    """The value given to ``flag`` in the entry's recorded training command."""
+    words = entry["command"].split()
+    return words[words.index(flag) + 1]
+
+
 def test_results_list_the_main_model():
     assert "sepnet" in [m["name"] for m in RESULTS]
 
@@ -20,11 +26,11 @@ def test_main_model_was_trained_with_the_default_recipe():
     """The training entry point's defaults are the recipe of the shipped main model."""
     from cifarsep_lib import training
 
-    command = next(m["command"] for m in RESULTS if m["name"] == "sepnet").split()
+    main = next(m for m in RESULTS if m["name"] == "sepnet")
     recipe_flags = {"--batch-size", "--peak-lr", "--weight-decay", "--label-smoothing", "--train-subset", "--val-size"}
-    assert not recipe_flags & set(command), command
-    assert int(command[command.index("--epochs") + 1]) == training.Recipe().epochs
-    assert command[command.index("--model") + 1] == training.Recipe().model
+    assert not recipe_flags & set(main["command"].split()), main["command"]
+    assert int(_flag_value(main, "--epochs")) == training.Recipe().epochs
+    assert _flag_value(main, "--model") == training.Recipe().model
 
 
 @pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
@@ -53,8 +59,7 @@ def test_shipped_model_is_what_its_command_builds(entry):
     """The recorded command's --model rebuilds the shipped file's architecture, layer for layer."""
     from cifarsep_lib import models
 
-    model_name = entry["command"].split("--model ")[1].split()[0]
-    shipped, built = evaluation.load_model(ROOT / entry["file"]), models.build(model_name)
+    shipped, built = evaluation.load_model(ROOT / entry["file"]), models.build(_flag_value(entry, "--model"))
 
     def layout(model):
         return [(layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.layers]
