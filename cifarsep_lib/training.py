@@ -13,6 +13,7 @@ model on every local device and splits each batch across them (see ``train`` and
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import os
@@ -283,11 +284,12 @@ class TestAccuracyAt(keras.callbacks.Callback):
     list) logs, so validation and these test passes are not counted as training time.
     """
 
-    def __init__(self, dataset, epochs, log_path=None):
+    def __init__(self, dataset, epochs, log_path=None, points=(), train_seconds: float = 0.0):
         super().__init__()
         self.dataset, self.epochs, self.log_path = dataset, set(epochs), log_path
-        self.points = []
-        self._train_seconds = 0.0
+        # A resumed run continues the points and the clock of the interrupted one.
+        self.points = list(points)
+        self._train_seconds = train_seconds
 
     def on_epoch_end(self, epoch, logs=None):
         self._train_seconds += (logs or {}).get("epoch_seconds", 0.0)
@@ -341,17 +343,65 @@ def _check_even_split(replicas: int, batch_size: int, n_train: int, n_val: int, 
         )
 
 
+@dataclasses.dataclass
+class LoggedSoFar:
+    """What an interrupted run logged before ``BackupAndRestore`` resumes it."""
+
+    epochs: int = 0
+    train_seconds: float = 0.0
+    best_val_accuracy: float | None = None
+    test_points: list = dataclasses.field(default_factory=list)
+
+
+def logged_so_far(out: Path) -> LoggedSoFar | None:
+    """The logs of the interrupted run in ``out`` (``None`` when training starts afresh).
+
+    A run resumes when ``out/backup`` exists (``BackupAndRestore`` deletes it when training
+    completes). Without this, a resumed run would restart its training clock at zero,
+    overwrite the earlier test points and let its first epoch replace a better
+    ``best.keras``.
+    """
+    history = out / "history.csv"
+    if not (out / "backup").is_dir() or not history.is_file():
+        return None
+    with open(history, newline="") as f:
+        rows = list(csv.DictReader(f))
+    points_file = out / "test_points.json"
+    return LoggedSoFar(
+        epochs=len(rows),
+        train_seconds=sum(float(row["epoch_seconds"]) for row in rows),
+        best_val_accuracy=max((float(row["val_accuracy"]) for row in rows), default=None),
+        test_points=json.loads(points_file.read_text()) if points_file.is_file() else [],
+    )
+
+
 def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers)."""
+    resumed = logged_so_far(out)
+    if resumed is None:  # a fresh run: logs left by an earlier, finished run in ``out`` go
+        for stale in ("history.csv", "test_points.json"):
+            (out / stale).unlink(missing_ok=True)
+    else:
+        print(f"Resuming after epoch {resumed.epochs} ({resumed.train_seconds:.0f} s of training so far)")
+    resumed = resumed or LoggedSoFar()
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
-        SafeCheckpoint(str(out / "best.keras"), monitor="val_accuracy", save_best_only=True),
+        SafeCheckpoint(
+            str(out / "best.keras"),
+            monitor="val_accuracy",
+            save_best_only=True,
+            initial_value_threshold=resumed.best_val_accuracy,
+        ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
     ]
     if test_at_epochs:
-        callbacks.append(TestAccuracyAt(test_ds, test_at_epochs, out / "test_points.json"))
+        callbacks.append(
+            TestAccuracyAt(
+                test_ds, test_at_epochs, out / "test_points.json", resumed.test_points, resumed.train_seconds
+            )
+        )
     if tensorboard and keras.backend.backend() != "tensorflow":
         print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
     elif tensorboard:
@@ -374,7 +424,10 @@ def train(
     Writes into ``out_dir``: ``best.keras`` (best validation accuracy), ``final.keras``,
     ``history.csv``, ``history.json``, ``run.json`` (recipe, device, wall time),
     TensorBoard logs under ``tb/`` and a ``backup/`` folder that lets the same command
-    resume after an interruption (removed when training completes).
+    resume after an interruption (removed when training completes); a resumed run
+    continues the interrupted one's history, test points and training clock, and keeps
+    its best checkpoint unless it beats it (``logged_so_far``). Training afresh into the
+    folder of a finished run replaces that run's logs.
 
     ``deterministic=True`` also makes TensorFlow's kernels deterministic (slower), so
     that two runs with the same seed give identical histories on the same machine.

@@ -1,5 +1,6 @@
 """Training behaviour on tiny runs (a few hundred synthetic images, 2-3 epochs)."""
 
+import csv
 import json
 import os
 import signal
@@ -90,25 +91,57 @@ def test_killed_training_resumes_and_finishes(tmp_path, fake_cifar):
     """
     env = {**os.environ, "CIFARSEP_DATA": str(fake_cifar)}
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(out, fake_cifar, 3), env=env)
+    resumable = [*_cli(out, fake_cifar, 3), "--test-at", "1,2,3"]
+    proc = subprocess.Popen(resumable, env=env)
     history = out / "history.csv"
     deadline = time.time() + 240
-    while time.time() < deadline and (not history.is_file() or len(history.read_text().splitlines()) < 2):
+    points = out / "test_points.json"  # written after epoch 1's history row
+    while time.time() < deadline and not points.is_file():
         time.sleep(0.2)
     time.sleep(0.5)  # now inside epoch 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (out / "backup").is_dir(), "no backup written before the kill"
-    subprocess.run(_cli(out, fake_cifar, 3), env=env, check=True)
+    before = training.logged_so_far(out)
+    assert before.epochs in (1, 2) and [p["epoch"] for p in before.test_points] == list(range(1, before.epochs + 1))
+    subprocess.run(resumable, env=env, check=True)
     epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
     assert epochs[0] == 0 and epochs[-1] == 2 and epochs.count(0) == 1, epochs
     assert not (out / "backup").exists()
+    # The resumed run keeps the interrupted one's test points and training clock.
+    test_points = json.loads(points.read_text())
+    assert [p["epoch"] for p in test_points] == [1, 2, 3]
+    with open(history, newline="") as f:
+        seconds = np.cumsum([float(row["epoch_seconds"]) for row in csv.DictReader(f)])
+    np.testing.assert_allclose([p["train_seconds"] for p in test_points], seconds, rtol=1e-6)
 
     straight = tmp_path / "straight"
     subprocess.run(_cli(straight, fake_cifar, 3), env=env, check=True)
     a = json.loads((out / "history.json").read_text())["val_accuracy"][-1]
     b = json.loads((straight / "history.json").read_text())["val_accuracy"][-1]
     assert np.isfinite(a) and abs(a - b) <= 0.15
+
+
+def test_fresh_run_replaces_the_logs_of_a_finished_one(tmp_path, fake_cifar):
+    """Training again into the folder of a finished run starts new logs instead of appending."""
+    out = tmp_path / "run"
+    _train(out, fake_cifar, epochs=1)
+    assert training.logged_so_far(out) is None  # finished: nothing to resume
+    _train(out, fake_cifar, epochs=2)
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_resumed_run_keeps_the_best_validation_accuracy_so_far(tmp_path):
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    (out / "history.csv").write_text("epoch,epoch_seconds,val_accuracy\n0,10.5,0.4\n1,11.0,0.6\n2,9.5,0.5\n")
+    (out / "test_points.json").write_text(json.dumps([{"epoch": 2, "train_seconds": 21.5, "test_accuracy": 0.55}]))
+    state = training.logged_so_far(out)
+    assert (state.epochs, state.train_seconds, state.best_val_accuracy) == (3, 31.0, 0.6)
+    assert state.test_points[0]["epoch"] == 2
+    callbacks = training._callbacks(out, 100, None, (), tensorboard=False)
+    checkpoint = next(c for c in callbacks if isinstance(c, training.SafeCheckpoint))
+    assert checkpoint.best == 0.6  # a worse first resumed epoch will not replace best.keras
 
 
 def test_backend_neutral_batches_keep_order_unless_shuffled():
