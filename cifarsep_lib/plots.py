@@ -211,6 +211,7 @@ def results_figure(results: dict, base_dir="."):
     ax_time.set_title("Accuracy against CPU-minutes")
     if ax_time.lines:
         ax_time.legend()
+    ax_params.margins(x=0.1, y=0.15)  # room for the names written beside the lowest points
     ax_params.axvline(100_000, color="red", ls=":", lw=1)
     ax_params.set_xlabel("parameters")
     ax_params.set_title("Accuracy against parameters (limit: 100K)")
