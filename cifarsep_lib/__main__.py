@@ -13,7 +13,7 @@ def _train(args) -> int:
 
     fields = {f.name for f in dataclasses.fields(training.Recipe)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    recipe = training.Recipe(**overrides)
+    recipe = training.RECIPES[args.recipe](**overrides)
     test_at = [int(e) for e in args.test_at.split(",")] if args.test_at else []
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     training.train(
@@ -53,7 +53,14 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model with the series' recipe")
-    t.add_argument("--model", help="sepnet (default), base_model or base_model_strict")
+    t.add_argument(
+        "--recipe",
+        choices=("series", "assignment"),
+        default="series",
+        help="series (default): the series' recipe; assignment: the course assignment's (Adam, no augmentation, "
+        "batch 128, 50 epochs, base_model); the options below override either",
+    )
+    t.add_argument("--model", help="sepnet (default), sepnet_fast, base_model or base_model_strict")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--peak-lr", dest="peak_lr", type=float)

@@ -3,7 +3,8 @@
 The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD with
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
-translations (Keras preprocessing layers), batch 256.
+translations (Keras preprocessing layers), batch 256. ``assignment_recipe()`` is the
+course assignment's own: Adam at a constant learning rate, no augmentation, batch 128.
 
 Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
 model on every local device and splits each batch across them (see ``train`` and
@@ -46,6 +47,30 @@ class Recipe:
     val_size: int = 5_000
     train_subset: int | None = None  # use only this many training images (quick runs)
     seed: int = 0
+    optimizer: str = "sgd"  # "sgd": the warm-up + cosine schedule above; "adam": constant peak_lr
+    augment: bool = True  # random flips and translations of the training images
+
+
+def assignment_recipe(**overrides) -> Recipe:
+    """The course assignment's recipe for its base model, as its public write-ups run it.
+
+    Adam at Keras' default learning rate (0.001, constant), plain cross-entropy, no weight
+    decay, no augmentation, batch 128, 50 epochs. ``overrides`` replace fields (e.g. ``epochs``).
+    """
+    assignment = dict(
+        model="base_model",
+        epochs=50,
+        batch_size=128,
+        optimizer="adam",
+        peak_lr=1e-3,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        augment=False,
+    )
+    return Recipe(**{**assignment, **overrides})
+
+
+RECIPES = {"series": Recipe, "assignment": assignment_recipe}
 
 
 def scaled_recipe(recipe: Recipe, n_devices: int) -> Recipe:
@@ -239,14 +264,20 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int):
 
 def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> keras.Model:
     """Compile ``model`` with the recipe's optimizer, loss and metrics."""
-    optimizer = keras.optimizers.SGD(
-        learning_rate=lr_schedule(recipe, steps_per_epoch),
-        momentum=recipe.momentum,
-        nesterov=True,
-        weight_decay=recipe.weight_decay,
-    )
-    # Decay the convolution and dense kernels only, not BatchNorm scales or biases.
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    if recipe.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=recipe.peak_lr, weight_decay=recipe.weight_decay or None)
+    elif recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate=lr_schedule(recipe, steps_per_epoch),
+            momentum=recipe.momentum,
+            nesterov=True,
+            weight_decay=recipe.weight_decay,
+        )
+    else:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose 'sgd' or 'adam'")
+    if recipe.weight_decay:
+        # Decay the convolution and dense kernels only, not BatchNorm scales or biases.
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
@@ -463,9 +494,8 @@ def train(
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
-    train_ds = make_dataset(
-        x_train, y_train, recipe.batch_size, augmentation(recipe.translate, recipe.seed), shuffle=True, seed=recipe.seed
-    )
+    augmenter = augmentation(recipe.translate, recipe.seed) if recipe.augment else None
+    train_ds = make_dataset(x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed)
     val_ds = make_dataset(x_val, y_val, 1000)
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
     with distribution_scope(distribution) as replicas:

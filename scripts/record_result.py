@@ -26,6 +26,9 @@ TRAINED = ROOT / "trained"
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PROGRESS = re.compile(r"^\s*\d+/\d+ ")
+# Keras' last line of a finished epoch at --verbose 2: "176/176 - 115s - 654ms/step - ... val_accuracy: ..."
+EPOCH_DONE = re.compile(r"^\s*(\d+)/\1 - (\d+)s - .*val_accuracy")
+RESUMED = "Resuming after epoch"  # printed by training._callbacks when a run continues
 
 
 def clean_log(text: str) -> str:
@@ -38,6 +41,21 @@ def clean_log(text: str) -> str:
             continue
         kept.append(line.rstrip())
     return "\n".join(kept) + "\n"
+
+
+def earlier_sessions(log_text: str) -> tuple[int, float]:
+    """``(sessions, wall seconds)`` of the sessions before the last one, read from a run's log.
+
+    A run resumed with ``BackupAndRestore`` writes ``run.json`` (and its wall time) in its
+    last session only. The earlier sessions' time is the sum of their finished epochs' wall
+    times (validation and test passes included) that Keras printed at ``--verbose 2``; an
+    epoch cut off by the end of a session is lost work and not counted, nor is start-up.
+    """
+    parts = clean_log(log_text).split(RESUMED)
+    seconds = sum(
+        int(match.group(2)) for part in parts[:-1] for line in part.splitlines() if (match := EPOCH_DONE.match(line))
+    )
+    return len(parts) - 1, float(seconds)
 
 
 def main() -> None:
@@ -62,6 +80,7 @@ def main() -> None:
     with open(args.run_dir / "history.csv", newline="") as f:
         history = list(csv.DictReader(f))
     report = evaluation.evaluate_file(model_file, tta=True)
+    sessions, earlier_wall = earlier_sessions(args.log.read_text(errors="replace")) if args.log else (0, 0.0)
     entry = {
         "name": args.name,
         "file": f"trained/{model_file.name}",
@@ -72,9 +91,10 @@ def main() -> None:
         "hardware": run["device"],
         "backend": run["backend"],
         # Training time summed over epochs (validation passes excluded), and the whole
-        # run's wall time including validation and start-up.
+        # run's wall time including validation and start-up (over all its sessions).
         "train_seconds": round(sum(float(row["epoch_seconds"]) for row in history), 1),
-        "wall_seconds": round(run["wall_seconds_this_session"], 1),
+        "wall_seconds": round(run["wall_seconds_this_session"] + earlier_wall, 1),
+        "sessions": 1 + sessions,
         "test_accuracy": report["accuracy"],
         "test_accuracy_tta": report["accuracy_tta"],
         "command": args.command,

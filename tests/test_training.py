@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -45,6 +46,39 @@ def test_schedule_warms_up_then_decays():
     lrs = [float(sched(step)) for step in (0, 10, 20, 60, 100)]
     assert lrs[0] < lrs[1] < lrs[2] and lrs[2] == pytest.approx(0.2, rel=1e-3)
     assert lrs[2] > lrs[3] > lrs[4] and lrs[4] == pytest.approx(0.002, rel=1e-2)
+
+
+def test_assignment_recipe_is_constant_lr_adam_without_augmentation(tmp_path, fake_cifar, monkeypatch):
+    recipe = training.assignment_recipe(epochs=3)
+    assert (recipe.model, recipe.epochs, recipe.batch_size, recipe.augment) == ("base_model", 3, 128, False)
+    model = training.compile_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), recipe, 10)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
+    assert not model.loss.get_config()["label_smoothing"]
+
+    built = []  # train() must not build the augmentation layers for this recipe
+    monkeypatch.setattr(training, "augmentation", lambda *a: built.append(a))
+    tiny = {k: v for k, v in TINY.items() if k not in ("model", "batch_size")}
+    training.train(
+        training.assignment_recipe(**tiny),
+        out_dir=tmp_path / "run",
+        data_dir=str(fake_cifar),
+        tensorboard=False,
+        verbose=0,
+    )
+    assert built == [] and (tmp_path / "run" / "best.keras").is_file()
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["recipe"]["optimizer"] == "adam" and run["params"] == 32_261
+
+
+def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
+    from cifarsep_lib import __main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
+    assert cli.main(["train", "--recipe", "assignment", "--epochs", "3"]) == 0
+    assert seen["recipe"] == training.assignment_recipe(epochs=3)
+    assert cli.main(["train"]) == 0 and seen["recipe"] == training.Recipe()
 
 
 def test_diverging_run_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path, fake_cifar):
