@@ -384,6 +384,12 @@ class LoggedSoFar:
     test_points: list = dataclasses.field(default_factory=list)
 
 
+def read_history(out: Path) -> list[dict[str, float]]:
+    """The rows of ``out/history.csv`` (one per finished epoch, over every session), as floats."""
+    with open(Path(out) / "history.csv", newline="") as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
 def logged_so_far(out: Path) -> LoggedSoFar | None:
     """The logs of the interrupted run in ``out`` (``None`` when training starts afresh).
 
@@ -392,16 +398,14 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     overwrite the earlier test points and let its first epoch replace a better
     ``best.keras``.
     """
-    history = out / "history.csv"
-    if not (out / "backup").is_dir() or not history.is_file():
+    if not (out / "backup").is_dir() or not (out / "history.csv").is_file():
         return None
-    with open(history, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_history(out)
     points_file = out / "test_points.json"
     return LoggedSoFar(
         epochs=len(rows),
-        train_seconds=sum(float(row["epoch_seconds"]) for row in rows),
-        best_val_accuracy=max((float(row["val_accuracy"]) for row in rows), default=None),
+        train_seconds=sum(row["epoch_seconds"] for row in rows),
+        best_val_accuracy=max((row["val_accuracy"] for row in rows), default=None),
         test_points=json.loads(points_file.read_text()) if points_file.is_file() else [],
     )
 

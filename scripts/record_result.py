@@ -11,14 +11,13 @@ typed in by hand: every figure comes from the run's own files or from this evalu
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import re
 import shutil
 from pathlib import Path
 
-from cifarsep_lib import evaluation
+from cifarsep_lib import evaluation, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ROOT / "trained"
@@ -77,8 +76,7 @@ def main() -> None:
         (TRAINED / f"{args.name}_train.log").write_text(clean_log(args.log.read_text(errors="replace")))
 
     run = json.loads((args.run_dir / "run.json").read_text())
-    with open(args.run_dir / "history.csv", newline="") as f:
-        history = list(csv.DictReader(f))
+    history = training.read_history(args.run_dir)
     report = evaluation.evaluate_file(model_file, tta=True)
     sessions, earlier_wall = earlier_sessions(args.log.read_text(errors="replace")) if args.log else (0, 0.0)
     entry = {
@@ -92,7 +90,7 @@ def main() -> None:
         "backend": run["backend"],
         # Training time summed over epochs (validation passes excluded), and the whole
         # run's wall time including validation and start-up (over all its sessions).
-        "train_seconds": round(sum(float(row["epoch_seconds"]) for row in history), 1),
+        "train_seconds": round(sum(row["epoch_seconds"] for row in history), 1),
         "wall_seconds": round(run["wall_seconds_this_session"] + earlier_wall, 1),
         "sessions": 1 + sessions,
         "test_accuracy": report["accuracy"],
