@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the exact command that produced the run")
     parser.add_argument("--log", type=Path, help="console log of the run")
     parser.add_argument("--checkpoint", default="best.keras")
+    parser.add_argument("--note", help="how the run differed from a plain run of the command (kept in the entry)")
     args = parser.parse_args()
 
     TRAINED.mkdir(exist_ok=True)
@@ -100,9 +101,15 @@ def main() -> None:
         "log": f"trained/{args.name}_train.log" if args.log else None,
         "recorded": datetime.date.today().isoformat(),
     }
+    if args.note:
+        entry["note"] = args.note
     results_path = TRAINED / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"models": []}
-    results["models"] = [m for m in results["models"] if m["name"] != args.name] + [entry]
+    names = [m["name"] for m in results["models"]]
+    if args.name in names:  # a re-recorded model keeps its place in the table
+        results["models"][names.index(args.name)] = entry
+    else:
+        results["models"].append(entry)
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(entry, indent=2))
 
