@@ -194,6 +194,7 @@ def results_figure(results: dict, base_dir="."):
     from pathlib import Path
 
     fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
+    labelled_params = []
     for entry in results["models"]:
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
         if points_file.is_file():
@@ -201,8 +202,11 @@ def results_figure(results: dict, base_dir="."):
             minutes = [p["train_seconds"] / 60 for p in points]
             ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", label=entry["name"])
         ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60)
+        # Two runs of one architecture share a parameter count: write the second name above its point.
+        offset = (5, 6) if entry["params"] in labelled_params else (5, -12)
+        labelled_params.append(entry["params"])
         ax_params.annotate(entry["name"], (entry["params"], 100 * entry["test_accuracy"]), fontsize=9,
-                           xytext=(5, -12), textcoords="offset points")  # fmt: skip
+                           xytext=offset, textcoords="offset points")  # fmt: skip
     for ax in (ax_time, ax_params):
         ax.axhline(84, color="grey", ls="--", lw=1)
         ax.set_ylabel("test accuracy (%)")

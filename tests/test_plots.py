@@ -116,3 +116,10 @@ def test_results_figure_reads_test_points(tmp_path):
     results = {"models": [{"name": "m", "params": 90_000, "test_accuracy": 0.9}]}
     fig = plots.results_figure(results, base_dir=tmp_path)
     assert "m" in [line.get_label() for line in fig.axes[0].lines]
+
+
+def test_results_figure_writes_names_of_equal_sized_models_apart():
+    models = [{"name": n, "params": 90_000, "test_accuracy": a} for n, a in (("long", 0.88), ("short", 0.876))]
+    fig = plots.results_figure({"models": models})
+    offsets = {text.get_text(): text.xyann for text in fig.axes[1].texts}
+    assert offsets["long"] != offsets["short"]
