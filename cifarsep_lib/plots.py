@@ -194,19 +194,20 @@ def results_figure(results: dict, base_dir="."):
     from pathlib import Path
 
     fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
-    labelled_params = []
     for entry in results["models"]:
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
         if points_file.is_file():
             points = json.loads(points_file.read_text())
             minutes = [p["train_seconds"] / 60 for p in points]
             ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", label=entry["name"])
-        ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60)
-        # Two runs of one architecture share a parameter count: write the second name above its point.
-        offset = (5, 6) if entry["params"] in labelled_params else (5, -12)
-        labelled_params.append(entry["params"])
+        dot = ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60)
+        # Names go below their points; where runs of one architecture share a parameter
+        # count, the best one's name goes above it, so that the names do not overlap.
+        twins = [m for m in results["models"] if m["params"] == entry["params"] and m is not entry]
+        best_of_twins = twins and all(entry["test_accuracy"] > m["test_accuracy"] for m in twins)
         ax_params.annotate(entry["name"], (entry["params"], 100 * entry["test_accuracy"]), fontsize=9,
-                           xytext=offset, textcoords="offset points")  # fmt: skip
+                           xytext=(5, 6) if best_of_twins else (5, -12), textcoords="offset points",
+                           color=dot.get_facecolor()[0])  # fmt: skip
     for ax in (ax_time, ax_params):
         ax.axhline(84, color="grey", ls="--", lw=1)
         ax.set_ylabel("test accuracy (%)")
