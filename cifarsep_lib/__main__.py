@@ -47,7 +47,7 @@ def _rules(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .training import DISTRIBUTIONS  # every subcommand needs Keras anyway
+    from .training import DISTRIBUTIONS, RECIPES  # every subcommand needs Keras anyway
 
     parser = argparse.ArgumentParser(prog="python -m cifarsep_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="train a model with the series' recipe")
     t.add_argument(
         "--recipe",
-        choices=("series", "assignment"),
+        choices=sorted(RECIPES),
         default="series",
         help="series (default): the series' recipe; assignment: the course assignment's (Adam, no augmentation, "
         "batch 128, 50 epochs, base_model); the options below override either",

@@ -73,13 +73,14 @@ def main() -> None:
     for src in ("history.csv", "run.json", "test_points.json"):
         if (args.run_dir / src).is_file():
             shutil.copyfile(args.run_dir / src, TRAINED / f"{args.name}_{src}")
-    if args.log:
-        (TRAINED / f"{args.name}_train.log").write_text(clean_log(args.log.read_text(errors="replace")))
+    log_text = args.log.read_text(errors="replace") if args.log else None
+    if log_text is not None:
+        (TRAINED / f"{args.name}_train.log").write_text(clean_log(log_text))
 
     run = json.loads((args.run_dir / "run.json").read_text())
     history = training.read_history(args.run_dir)
     report = evaluation.evaluate_file(model_file, tta=True)
-    sessions, earlier_wall = earlier_sessions(args.log.read_text(errors="replace")) if args.log else (0, 0.0)
+    sessions, earlier_wall = earlier_sessions(log_text) if log_text is not None else (0, 0.0)
     entry = {
         "name": args.name,
         "file": f"trained/{model_file.name}",
