@@ -24,6 +24,7 @@ def _train(args) -> int:
         deterministic=args.deterministic,
         verbose=verbose,
         distribution=args.distribution,
+        workers=args.workers,
     )
     return 0
 
@@ -81,6 +82,12 @@ def main(argv=None) -> int:
         help="data-parallel training on all local devices: TensorFlow MirroredStrategy (mirrored, data_parallel) "
         "or TPUStrategy (tpu); JAX keras.distribution.DataParallel (any but none). --batch-size is the global "
         "batch: multiply it and --peak-lr by the number of devices to keep the per-device batch",
+    )
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="threads preparing training batches under the JAX or PyTorch backend (a few help on a GPU)",
     )
     t.set_defaults(func=_train)
 

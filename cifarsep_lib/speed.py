@@ -29,7 +29,7 @@ def training_throughput(
     steps: int = 10,
     warmup_steps: int = 3,
     mixed_precision: bool = False,
-    jit_compile: bool | str = False,
+    jit_compile: bool | str = "auto",
 ) -> float:
     """Training images/s of ``model_name`` (forward, backward and SGD update; no input pipeline).
 

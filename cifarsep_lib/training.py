@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -180,6 +181,14 @@ def describe_device() -> str:
         gpus = tf.config.list_physical_devices("GPU")
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
         return ", ".join(names) or ", ".join(accel)
+    if accel and keras.backend.backend() == "jax":
+        import jax
+
+        return ", ".join(d.device_kind for d in jax.devices() if d.platform != "cpu")  # e.g. NVIDIA H100 80GB HBM3
+    if accel and keras.backend.backend() == "torch":
+        import torch
+
+        return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     if accel:
         return ", ".join(accel)
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
@@ -204,13 +213,20 @@ def _one_hot(y) -> np.ndarray:
 
 
 class _AugmentedBatches(keras.utils.PyDataset):
-    """Backend-neutral batches: optionally shuffled each epoch, optionally augmented with Keras layers."""
+    """Backend-neutral batches: optionally shuffled each epoch, optionally augmented with Keras layers.
 
-    def __init__(self, x, y, batch_size, augmenter, shuffle, seed, **kwargs):
-        super().__init__(**kwargs)
+    With ``workers > 1`` Keras prepares batches in that many threads while the model
+    trains on earlier ones. The augmentation layers draw their random transforms from one
+    seed generator, so only one thread at a time calls them (the lock); the slicing and
+    the copy to and from the device overlap.
+    """
+
+    def __init__(self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.y, self.batch_size = x, _one_hot(y), batch_size
         self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
         self.order = self._new_order()
+        self._augment_lock = threading.Lock()
 
     def _new_order(self):
         return self.rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
@@ -222,19 +238,22 @@ class _AugmentedBatches(keras.utils.PyDataset):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         xb = self.x[idx].astype("float32")
         if self.augmenter is not None:
-            xb = keras.ops.convert_to_numpy(self.augmenter(xb, training=True))
+            with self._augment_lock:
+                xb = self.augmenter(xb, training=True)
+            xb = keras.ops.convert_to_numpy(xb)
         return xb, self.y[idx]
 
     def on_epoch_end(self):
         self.order = self._new_order()
 
 
-def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0):
+def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1):
     """Batches of ``(float32 images 0-255, one-hot labels)`` for ``fit``/``evaluate``.
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step); under JAX or PyTorch it is a
-    ``keras.utils.PyDataset`` doing the same work.
+    ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads (on a GPU,
+    several let the next batches be prepared while the model trains).
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -246,7 +265,7 @@ def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, s
         if augmenter is not None:
             ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
-    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed)
+    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers)
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int):
@@ -453,6 +472,7 @@ def train(
     verbose: int | str = "auto",
     deterministic: bool = False,
     distribution: str | None = None,
+    workers: int = 1,
 ):
     """Train a model of the series with the recipe; return ``(model, history dict)``.
 
@@ -481,6 +501,9 @@ def train(
     ``scaled_recipe(recipe, n)`` does both. Under JAX every batch, the last (partial)
     one included, must split evenly across the devices. BatchNorm statistics are
     computed per replica under TensorFlow and over the global batch under JAX.
+
+    ``workers``: threads preparing the training batches under JAX or PyTorch (see
+    ``make_dataset``); TensorFlow's ``tf.data`` sizes its own.
     """
     recipe = recipe or Recipe()
     distribution = (distribution or "none").lower()
@@ -499,7 +522,9 @@ def train(
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
     augmenter = augmentation(recipe.translate, recipe.seed) if recipe.augment else None
-    train_ds = make_dataset(x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed)
+    train_ds = make_dataset(
+        x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers
+    )
     val_ds = make_dataset(x_val, y_val, 1000)
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
     with distribution_scope(distribution) as replicas:
@@ -548,6 +573,7 @@ def train(
             "mean_images_per_second": float(np.mean(hist.get("images_per_second", [np.nan]))),
             "distribution": distribution,
             "replicas": replicas,
+            "workers": workers,
         }
         (out / "run.json").write_text(json.dumps(run, indent=1))
         return model, hist

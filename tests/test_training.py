@@ -186,3 +186,31 @@ def test_backend_neutral_batches_keep_order_unless_shuffled():
     shuffled = training._AugmentedBatches(x, y, 10, None, shuffle=True, seed=0)
     assert sorted(shuffled[0][0][:, 0, 0, 0].tolist()) == list(range(10))
     assert shuffled[0][0][:, 0, 0, 0].tolist() != list(range(10))
+
+
+def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
+    """workers > 1 prepares batches in threads; the augmentation layers' seed generator is
+    shared, so no two threads may run them at once (they would draw the same transforms)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    active, most = [0], [0]
+    guard = threading.Lock()
+
+    def augmenter(batch, training):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.02)
+        with guard:
+            active[0] -= 1
+        return batch + 1
+
+    x = np.zeros((64, 32, 32, 3), "uint8")
+    ds = training._AugmentedBatches(x, np.arange(64) % 10, 8, augmenter, shuffle=True, seed=0, workers=4)
+    assert ds.workers == 4 and not ds.use_multiprocessing  # threads: the data is shared, not copied
+    with ThreadPoolExecutor(4) as pool:
+        batches = list(pool.map(ds.__getitem__, range(len(ds))))
+    assert most[0] == 1
+    assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
