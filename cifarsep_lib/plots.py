@@ -189,14 +189,17 @@ def history_figure(history: dict):
 
 def results_figure(results: dict, base_dir="."):
     """Test accuracy against training CPU-minutes (the shipped runs' fixed-epoch test points)
-    and against parameter count (the shipped models), from ``trained/results.json``."""
+    and against parameter count (the shipped models), from ``trained/results.json``.
+
+    Only runs whose ``hardware`` is a CPU (or not given) go on the minutes axis: a GPU
+    run's minutes would not compare; it still appears on the parameters axis."""
     import json
     from pathlib import Path
 
     fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
     for entry in results["models"]:
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
-        if points_file.is_file():
+        if points_file.is_file() and entry.get("hardware", "CPU").startswith("CPU"):
             points = json.loads(points_file.read_text())
             minutes = [p["train_seconds"] / 60 for p in points]
             ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", label=entry["name"])

@@ -118,6 +118,24 @@ def test_results_figure_reads_test_points(tmp_path):
     assert "m" in [line.get_label() for line in fig.axes[0].lines]
 
 
+def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
+    import json
+
+    for name in ("cpu_run", "gpu_run"):
+        (tmp_path / f"{name}_test_points.json").write_text(
+            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
+        )
+    results = {
+        "models": [
+            {"name": "cpu_run", "params": 90_000, "test_accuracy": 0.9, "hardware": "CPU (x86_64, 2 cores)"},
+            {"name": "gpu_run", "params": 80_000, "test_accuracy": 0.9, "hardware": "NVIDIA H100 80GB HBM3"},
+        ]
+    }
+    fig = plots.results_figure(results, base_dir=tmp_path)
+    assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == ["cpu_run"]
+    assert {text.get_text() for text in fig.axes[1].texts} == {"cpu_run", "gpu_run"}
+
+
 def test_results_figure_writes_names_of_equal_sized_models_apart():
     models = [{"name": n, "params": 90_000, "test_accuracy": a} for n, a in (("long", 0.88), ("short", 0.876))]
     fig = plots.results_figure({"models": models})
