@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--log", type=Path, help="console log of the run")
     parser.add_argument("--checkpoint", default="best.keras")
     parser.add_argument("--note", help="how the run differed from a plain run of the command (kept in the entry)")
+    parser.add_argument(
+        "--hardware", help="what the run trained on, where run.json's device does not name it (e.g. 'gpu:0')"
+    )
     args = parser.parse_args()
 
     TRAINED.mkdir(exist_ok=True)
@@ -88,7 +91,7 @@ def main() -> None:
         "params": report["params"],
         "conv2d_layers": report["conv2d_layers"],
         "epochs": len(history),
-        "hardware": run["device"],
+        "hardware": args.hardware or run["device"],
         "backend": run["backend"],
         # Training time summed over epochs (validation passes excluded), and the whole
         # run's wall time including validation and start-up (over all its sessions).
