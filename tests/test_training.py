@@ -81,6 +81,15 @@ def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
     assert cli.main(["train"]) == 0 and seen["recipe"] == training.Recipe()
 
 
+def test_cli_passes_workers_to_train(monkeypatch):
+    from cifarsep_lib import __main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(kw))
+    assert cli.main(["train"]) == 0 and seen["workers"] == 1
+    assert cli.main(["train", "--workers", "4"]) == 0 and seen["workers"] == 4
+
+
 def test_diverging_run_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path, fake_cifar):
     out = tmp_path / "run"
     _train(out, fake_cifar, epochs=1)
