@@ -204,12 +204,19 @@ def results_figure(results: dict, base_dir="."):
             minutes = [p["train_seconds"] / 60 for p in points]
             ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", label=entry["name"])
         dot = ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60)
-        # Names go below their points; where runs of one architecture share a parameter
-        # count, the best one's name goes above it, so that the names do not overlap.
-        twins = [m for m in results["models"] if m["params"] == entry["params"] and m is not entry]
-        best_of_twins = twins and all(entry["test_accuracy"] > m["test_accuracy"] for m in twins)
+        # A name goes to the right of and below its point. Runs of one architecture share a
+        # parameter count, so their points sit on one vertical line: their names are stacked
+        # from the best run down, a line apart, to the left of the largest models' points
+        # (the right of the plot is crowded there) and to the right of the others.
+        twins = [m for m in results["models"] if m["params"] == entry["params"]]
+        if len(twins) > 1:
+            rank = sorted(twins, key=lambda m: -m["test_accuracy"]).index(entry)
+            on_left = entry["params"] >= 0.75 * max(m["params"] for m in results["models"])
+            xytext, align = ((-8 if on_left else 5), 4 - 11 * rank), ("right" if on_left else "left")
+        else:
+            xytext, align = (5, -12), "left"
         ax_params.annotate(entry["name"], (entry["params"], 100 * entry["test_accuracy"]), fontsize=9,
-                           xytext=(5, 6) if best_of_twins else (5, -12), textcoords="offset points",
+                           xytext=xytext, ha=align, textcoords="offset points",
                            color=dot.get_facecolor()[0])  # fmt: skip
     for ax in (ax_time, ax_params):
         ax.axhline(84, color="grey", ls="--", lw=1)

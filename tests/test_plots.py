@@ -141,3 +141,10 @@ def test_results_figure_writes_names_of_equal_sized_models_apart():
     fig = plots.results_figure({"models": models})
     offsets = {text.get_text(): text.xyann for text in fig.axes[1].texts}
     assert offsets["long"][1] > 0 > offsets["short"][1]  # the better run's name above its point
+
+
+def test_results_figure_stacks_names_of_three_equal_sized_models_by_accuracy():
+    runs = (("a", 0.880), ("b", 0.884), ("c", 0.876))
+    fig = plots.results_figure({"models": [{"name": n, "params": 90_000, "test_accuracy": a} for n, a in runs]})
+    offsets = {text.get_text(): text.xyann[1] for text in fig.axes[1].texts}
+    assert offsets["b"] - offsets["a"] >= 10 and offsets["a"] - offsets["c"] >= 10  # best on top, a line apart
