@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         "--workers",
         type=int,
         default=1,
-        help="threads preparing training batches under the JAX or PyTorch backend (a few help on a GPU)",
+        help="threads preparing training batches under the JAX or PyTorch backend (the H100 run, sepnet_h100, used 4)",
     )
     t.set_defaults(func=_train)
 

@@ -3,7 +3,7 @@
 Usage:
     python scripts/benchmark.py [--models sepnet sepnet_fast base_model] [--time-to 0.84 --epochs 10]
     # on a GPU, with the backend notebook 04 recommends (measured on an H100: benchmarks/gpu_h100_2026-11-26.txt):
-    KERAS_BACKEND=jax python scripts/benchmark.py --models sepnet --time-to 0.94 --epochs 40
+    KERAS_BACKEND=jax python scripts/benchmark.py --steps 200 --time-to 0.84 --epochs 50
 
 Throughputs are measured in this one process, one model after another, on random images
 (model only, no input pipeline), so their ratios compare like with like. Time-to-84% is a
