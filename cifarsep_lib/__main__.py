@@ -61,12 +61,13 @@ def main(argv=None) -> int:
         help="series (default): the series' recipe; assignment: the course assignment's (Adam, no augmentation, "
         "batch 128, 50 epochs, base_model); the options below override either",
     )
-    t.add_argument("--model", help="sepnet (default), sepnet_fast, base_model or base_model_strict")
+    t.add_argument("--model", help="sepnet (default), mixsepnet, sepnet_fast, base_model or base_model_strict")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--peak-lr", dest="peak_lr", type=float)
     t.add_argument("--weight-decay", dest="weight_decay", type=float)
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument("--train-subset", dest="train_subset", type=int, help="train on this many images only")
     t.add_argument("--val-size", dest="val_size", type=int)
     t.add_argument("--seed", type=int)

@@ -87,3 +87,76 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="cifarsep")
+class MixedDepthwiseConv2D(keras.layers.Layer):
+    """A depthwise convolution whose channel groups use different kernels (MixConv-style).
+
+    The channels are split into equal groups: the first passes through unchanged when
+    ``keep_first_group`` is true, and each further group gets its own per-channel k x k
+    kernel, one ``(kernel_size, dilation_rate)`` pair of ``kernels`` per group. Small
+    kernels see detail, large and dilated ones context, for the parameters of a depthwise
+    convolution (k*k per channel): the default groups see 1, 3, 7 and 19 pixels across.
+    Like every depthwise convolution it never mixes channels; a 1x1 step after it does.
+    """
+
+    def __init__(self, kernels=((3, 1), (7, 1), (7, 3)), keep_first_group: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.kernels = [tuple(int(v) for v in k) for k in kernels]
+        self.keep_first_group = keep_first_group
+        self.convs = [
+            keras.layers.DepthwiseConv2D(
+                k,
+                dilation_rate=d,
+                padding="same",
+                use_bias=False,
+                depthwise_initializer="he_normal",
+                name=f"dw{k}x{k}d{d}",
+            )
+            for k, d in self.kernels
+        ]
+
+    def _group_size(self, channels: int) -> int:
+        groups = len(self.kernels) + int(self.keep_first_group)
+        if channels % groups:
+            raise ValueError(f"{channels} channels do not split into {groups} equal groups")
+        return channels // groups
+
+    def build(self, input_shape):
+        size = self._group_size(input_shape[-1])
+        for conv in self.convs:
+            conv.build((*input_shape[:-1], size))
+
+    def call(self, inputs):
+        size = self._group_size(inputs.shape[-1])
+        first = int(self.keep_first_group)
+        groups = [inputs[..., :size]] if first else []
+        for i, conv in enumerate(self.convs):
+            start = (i + first) * size
+            groups.append(conv(inputs[..., start : start + size]))
+        return ops.concatenate(groups, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernels=[list(k) for k in self.kernels], keep_first_group=self.keep_first_group)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cifarsep")
+class GatedGELU(keras.layers.Layer):
+    """Splits the channels in two halves ``a, b`` and returns ``gelu(a) * b`` (a GEGLU gate).
+
+    After a 1x1 expansion to ``2h`` channels this gives ``h`` channels in which each unit
+    is switched by another: more expressive per parameter than a plain activation.
+    """
+
+    def call(self, inputs):
+        a, b = ops.split(inputs, 2, axis=-1)
+        return ops.gelu(a) * b
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] // 2)

@@ -45,6 +45,7 @@ class Recipe:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     translate: float = 0.125  # 4 pixels of a 32-pixel image
+    rotate: float = 0.0  # random rotations of up to this many degrees (0: none)
     val_size: int = 5_000
     train_subset: int | None = None  # use only this many training images (quick runs)
     seed: int = 0
@@ -194,18 +195,18 @@ def describe_device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def augmentation(translate: float = 0.125, seed: int | None = None) -> keras.Sequential:
+def augmentation(translate: float = 0.125, seed: int | None = None, rotate: float = 0.0) -> keras.Sequential:
     """Random horizontal flip and a random shift of up to ``translate`` of the image size.
 
     The shift reflects the border back in, like the classic pad-by-4-and-crop.
+    ``rotate`` > 0 adds a random rotation of up to that many degrees either way (also
+    reflecting the border), applied before the shift.
     """
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed),
-        ],
-        name="augmentation",
-    )
+    steps = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    if rotate:
+        steps.append(keras.layers.RandomRotation(rotate / 360.0, fill_mode="reflect", seed=seed))
+    steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed))
+    return keras.Sequential(steps, name="augmentation")
 
 
 def _one_hot(y) -> np.ndarray:
@@ -215,18 +216,26 @@ def _one_hot(y) -> np.ndarray:
 class _AugmentedBatches(keras.utils.PyDataset):
     """Backend-neutral batches: optionally shuffled each epoch, optionally augmented with Keras layers.
 
+    The augmentation layers run on ``chunk_size`` images at a time (a few thousand), not on
+    each batch: called eagerly, as here, every call pays a fixed cost per operation (on a
+    GPU: launching a dozen small kernels, waiting for them, copying the result back), and
+    a few large calls per epoch pay it far less often than one call per batch. Every image
+    still gets its own random flip and shift.
+
     With ``workers > 1`` Keras prepares batches in that many threads while the model
     trains on earlier ones. The augmentation layers draw their random transforms from one
-    seed generator, so only one thread at a time calls them (the lock); the slicing and
-    the copy to and from the device overlap.
+    seed generator, so only one thread at a time augments a chunk (the lock).
     """
 
-    def __init__(self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1):
+    def __init__(self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1, chunk_size: int = 4096):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.y, self.batch_size = x, _one_hot(y), batch_size
         self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
+        # Whole batches per chunk, so that no batch straddles two chunks.
+        self.chunk_batches = max(1, chunk_size // batch_size)
         self.order = self._new_order()
         self._augment_lock = threading.Lock()
+        self._chunks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _new_order(self):
         return self.rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
@@ -234,17 +243,32 @@ class _AugmentedBatches(keras.utils.PyDataset):
     def __len__(self):
         return int(np.ceil(len(self.x) / self.batch_size))
 
+    def _augmented_chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of chunk ``c`` of this epoch's order, the images augmented."""
+        with self._augment_lock:
+            if c not in self._chunks:
+                size = self.chunk_batches * self.batch_size
+                idx = self.order[c * size : (c + 1) * size]
+                images = self.augmenter(self.x[idx].astype("float32"), training=True)
+                # The labels are taken with the images, so a new epoch's order cannot mismatch them.
+                self._chunks[c] = (keras.ops.convert_to_numpy(images), self.y[idx])
+                for old in [k for k in self._chunks if k < c - 1]:  # keep memory to two chunks
+                    del self._chunks[old]
+            return self._chunks[c]
+
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        xb = self.x[idx].astype("float32")
-        if self.augmenter is not None:
-            with self._augment_lock:
-                xb = self.augmenter(xb, training=True)
-            xb = keras.ops.convert_to_numpy(xb)
-        return xb, self.y[idx]
+        if self.augmenter is None:
+            idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+            return self.x[idx].astype("float32"), self.y[idx]
+        c, k = divmod(i, self.chunk_batches)
+        images, labels = self._augmented_chunk(c)
+        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
+        return images[batch], labels[batch]
 
     def on_epoch_end(self):
         self.order = self._new_order()
+        with self._augment_lock:
+            self._chunks.clear()
 
 
 def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1):
@@ -521,7 +545,7 @@ def train(
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
-    augmenter = augmentation(recipe.translate, recipe.seed) if recipe.augment else None
+    augmenter = augmentation(recipe.translate, recipe.seed, recipe.rotate) if recipe.augment else None
     train_ds = make_dataset(
         x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers
     )

@@ -39,7 +39,7 @@ def test_base_model_breaks_rule_three_and_strict_variant_does_not():
     assert strict.params == 32_261 + 96 and strict.conv2d == []
 
 
-@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "base_model_strict"])
+@pytest.mark.parametrize("name", ["sepnet", "mixsepnet", "sepnet_fast", "base_model_strict"])
 def test_shipped_architectures_pass_the_rules(name):
     report = rules.check_rules(models.build(name), verbose=False)
     assert report.passed
@@ -98,3 +98,40 @@ def test_spatially_separable_round_trips_through_keras_file(tmp_path):
     x = np.random.default_rng(1).normal(size=(1, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
     assert loaded.get_layer("ss").get_config()["kernel_size"] == 3
+
+
+def test_mixed_depthwise_keeps_first_group_and_convolves_the_others_separately():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2, 12, 12, 8)).astype("float32")
+    layer = layers.MixedDepthwiseConv2D(kernels=((3, 1), (5, 2), (3, 3)))
+    out = ops.convert_to_numpy(layer(image))
+    assert out.shape == image.shape and layer.count_params() == 2 * (9 + 25 + 9)
+    np.testing.assert_array_equal(out[..., :2], image[..., :2])  # the first group passes through
+    for i, ((k, d), conv) in enumerate(zip(layer.kernels, layer.convs, strict=True)):
+        group = slice(2 * (i + 1), 2 * (i + 2))
+        reference = keras.layers.DepthwiseConv2D(k, dilation_rate=d, padding="same", use_bias=False)
+        reference(image[..., group])
+        reference.set_weights(conv.get_weights())
+        np.testing.assert_allclose(out[..., group], ops.convert_to_numpy(reference(image[..., group])), atol=1e-5)
+
+
+def test_mixed_depthwise_needs_equal_groups():
+    with pytest.raises(ValueError, match="equal groups"):
+        layers.MixedDepthwiseConv2D()(np.zeros((1, 8, 8, 6), "float32"))  # 6 channels, 4 groups
+
+
+def test_gated_gelu_halves_channels():
+    x = np.random.default_rng(2).normal(size=(3, 4, 4, 6)).astype("float32")
+    out = ops.convert_to_numpy(layers.GatedGELU()(x))
+    expected = ops.convert_to_numpy(ops.gelu(x[..., :3])) * x[..., 3:]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_mixsepnet_round_trips_through_keras_file(tmp_path):
+    model = models.mixsepnet()
+    path = tmp_path / "mix.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(3).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert rules.conv2d_layers(loaded) == []

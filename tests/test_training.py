@@ -81,6 +81,46 @@ def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
     assert cli.main(["train"]) == 0 and seen["recipe"] == training.Recipe()
 
 
+def test_chunked_augmentation_keeps_every_label_with_its_image():
+    """Augmentation runs on chunks of several batches; labels must follow their images
+    through shuffling, chunking and the last, partial batch, epoch after epoch."""
+    labels = np.arange(100) % 10
+    # Constant images stay constant under flips and reflected shifts: the pixel value names the label.
+    x = np.broadcast_to((labels * 20).reshape(-1, 1, 1, 1), (100, 32, 32, 3)).astype("uint8")
+    calls = []
+
+    def augmenter(batch, training):
+        calls.append(len(batch))
+        return training_module_augment(batch, training=training)
+
+    training_module_augment = training.augmentation(0.125, seed=1, rotate=10)
+    ds = training._AugmentedBatches(x, labels, 16, augmenter, shuffle=True, seed=0, chunk_size=48)
+    for _ in range(2):
+        seen = []
+        for i in range(len(ds)):
+            images, onehot = ds[i]
+            np.testing.assert_allclose(images[:, 0, 0, 0], onehot.argmax(1) * 20, atol=1e-3)
+            seen += onehot.argmax(1).tolist()
+        assert sorted(seen) == sorted(labels.tolist())
+        ds.on_epoch_end()
+    assert calls == [48, 48, 4] * 2  # three chunks per epoch of 7 batches (16 x 6 + 4 images)
+
+
+def test_augmentation_adds_rotation_only_when_asked():
+    names = lambda aug: [type(layer).__name__ for layer in aug.layers]  # noqa: E731
+    assert names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
+    assert names(training.augmentation(rotate=15)) == ["RandomFlip", "RandomRotation", "RandomTranslation"]
+    assert training.augmentation(rotate=15).layers[1].factor == (-15 / 360, 15 / 360)
+
+
+def test_cli_passes_rotate_to_the_recipe(monkeypatch):
+    from cifarsep_lib import __main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
+    assert cli.main(["train", "--rotate", "15"]) == 0 and seen["recipe"].rotate == 15.0
+
+
 def test_cli_passes_workers_to_train(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
@@ -217,7 +257,8 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
         return batch + 1
 
     x = np.zeros((64, 32, 32, 3), "uint8")
-    ds = training._AugmentedBatches(x, np.arange(64) % 10, 8, augmenter, shuffle=True, seed=0, workers=4)
+    # chunk_size 8: every batch is its own chunk, so the augmenter is called 8 times.
+    ds = training._AugmentedBatches(x, np.arange(64) % 10, 8, augmenter, True, 0, workers=4, chunk_size=8)
     assert ds.workers == 4 and not ds.use_multiprocessing  # threads: the data is shared, not copied
     with ThreadPoolExecutor(4) as pool:
         batches = list(pool.map(ds.__getitem__, range(len(ds))))
