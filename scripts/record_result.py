@@ -1,7 +1,13 @@
-"""Ship a finished training run: copy its model and logs into trained/ and record its test accuracy.
+"""Ship a training run: copy its model and logs into trained/ and record its test accuracy.
 
 Usage:
     python scripts/record_result.py RUN_DIR NAME --command "python -m cifarsep_lib train ..." [--log LOG]
+    python scripts/record_result.py RUN_DIR NAME --command "..." --log LOG --unfinished --backend tensorflow
+
+A run still in progress (or interrupted, to be resumed later) has no ``run.json`` yet;
+``--unfinished`` records what it has so far: the best checkpoint, the finished epochs,
+and, from its log, the device it trains on and the wall time of its finished epochs. The
+entry is marked ``"unfinished": true``; record it again when the run completes.
 
 Evaluates RUN_DIR/best.keras on the CIFAR-10 test set (honouring CIFARSEP_DATA), with and
 without flip TTA, and writes or replaces the entry NAME in trained/results.json. Nothing is
@@ -57,6 +63,23 @@ def earlier_sessions(log_text: str) -> tuple[int, float]:
     return len(parts) - 1, float(seconds)
 
 
+TRAINING_ON = re.compile(r"^Training \S+ \(.*params\) on (.+)$")
+
+
+def unfinished_run(log_text: str) -> dict:
+    """What the log of a run without ``run.json`` tells: its device, sessions and wall time so far.
+
+    The wall time is the sum of the finished epochs' wall times (validation and test passes
+    included) over all sessions; start-up and an epoch in progress are not counted.
+    """
+    text = clean_log(log_text)
+    devices = [m.group(1) for line in text.splitlines() if (m := TRAINING_ON.match(line))]
+    if not devices:
+        raise ValueError("the log does not say what the run trains on (no 'Training ... on ...' line)")
+    seconds = sum(int(m.group(2)) for line in text.splitlines() if (m := EPOCH_DONE.match(line)))
+    return {"device": devices[-1], "sessions": text.count(RESUMED) + 1, "wall_seconds": float(seconds)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -68,22 +91,31 @@ def main() -> None:
     parser.add_argument(
         "--hardware", help="what the run trained on, where run.json's device does not name it (e.g. 'gpu:0')"
     )
+    parser.add_argument("--unfinished", action="store_true", help="record a run that has not completed (no run.json)")
+    parser.add_argument("--backend", help="the run's Keras backend; needed with --unfinished")
     args = parser.parse_args()
+    if args.unfinished and not (args.log and args.backend):
+        parser.error("--unfinished needs --log (for the device and wall time) and --backend")
 
     TRAINED.mkdir(exist_ok=True)
     model_file = TRAINED / f"{args.name}.keras"
     shutil.copyfile(args.run_dir / args.checkpoint, model_file)
-    for src in ("history.csv", "run.json", "test_points.json"):
+    for src in ("history.csv", "test_points.json") + (() if args.unfinished else ("run.json",)):
         if (args.run_dir / src).is_file():
             shutil.copyfile(args.run_dir / src, TRAINED / f"{args.name}_{src}")
     log_text = args.log.read_text(errors="replace") if args.log else None
     if log_text is not None:
         (TRAINED / f"{args.name}_train.log").write_text(clean_log(log_text))
 
-    run = json.loads((args.run_dir / "run.json").read_text())
     history = training.read_history(args.run_dir)
     report = evaluation.evaluate_file(model_file, tta=True)
-    sessions, earlier_wall = earlier_sessions(log_text) if log_text is not None else (0, 0.0)
+    if args.unfinished:
+        so_far = unfinished_run(log_text)
+        run = {"device": so_far["device"], "backend": args.backend, "wall_seconds_this_session": so_far["wall_seconds"]}
+        sessions, earlier_wall = so_far["sessions"] - 1, 0.0
+    else:
+        run = json.loads((args.run_dir / "run.json").read_text())
+        sessions, earlier_wall = earlier_sessions(log_text) if log_text is not None else (0, 0.0)
     entry = {
         "name": args.name,
         "file": f"trained/{model_file.name}",
@@ -105,6 +137,8 @@ def main() -> None:
         "log": f"trained/{args.name}_train.log" if args.log else None,
         "recorded": datetime.date.today().isoformat(),
     }
+    if args.unfinished:
+        entry["unfinished"] = True
     if args.note:
         entry["note"] = args.note
     results_path = TRAINED / "results.json"

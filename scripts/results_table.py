@@ -14,8 +14,9 @@ def results_table(results: dict) -> str:
         "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for m in results["models"]:
+        epochs = f"{m['epochs']} (run unfinished)" if m.get("unfinished") else m["epochs"]
         lines.append(
-            f"| {m['name']} | {m['params']:,} | {m['conv2d_layers']} | {m['epochs']} | {m['hardware']} "
+            f"| {m['name']} | {m['params']:,} | {m['conv2d_layers']} | {epochs} | {m['hardware']} "
             f"| {m['train_seconds'] / 60:.0f} min | {100 * m['test_accuracy']:.2f} % "
             f"| {100 * m['test_accuracy_tta']:.2f} % |"
         )

@@ -28,3 +28,33 @@ def test_resumed_run_counts_the_finished_epochs_of_earlier_sessions():
     log = "\n".join(first + second + third)
     # Epoch 3 was cut off in the first session and not counted; the last session is run.json's.
     assert record_result.earlier_sessions(log) == (2, 90.0 + 110.0 + 85.0)
+
+
+def test_unfinished_run_reads_device_sessions_and_wall_time_from_its_log():
+    first = ["Training base_model (32,261 params) on CPU (x86_64, 2 cores)", "Epoch 1/50", EPOCH.format(s=600)]
+    second = [
+        "Resuming after epoch 1 (575 s of training so far)",
+        "Training base_model (32,261 params) on CPU (x86_64, 2 cores)",
+        "Epoch 2/50",
+        EPOCH.format(s=650),
+        "Epoch 3/50",  # cut off: not counted
+    ]
+    info = record_result.unfinished_run("\n".join(first + second))
+    assert info == {"device": "CPU (x86_64, 2 cores)", "sessions": 2, "wall_seconds": 1250.0}
+
+
+def test_unfinished_run_needs_to_know_its_device():
+    import pytest
+
+    with pytest.raises(ValueError, match="trains on"):
+        record_result.unfinished_run("Epoch 1/50\n" + EPOCH.format(s=600))
+
+
+def test_results_table_marks_unfinished_runs():
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entry = dict(name="m", params=1000, conv2d_layers=0, epochs=17, hardware="CPU", train_seconds=600)
+    entry.update(test_accuracy=0.7, test_accuracy_tta=0.71)
+    assert "| 17 | CPU |" in module.results_table({"models": [entry]})
+    assert "| 17 (run unfinished) | CPU |" in module.results_table({"models": [{**entry, "unfinished": True}]})
