@@ -42,8 +42,7 @@ def training_throughput(
     try:
         model = cmodels.build(model_name)
         recipe = training.Recipe(model=model_name, batch_size=batch_size)
-        training.compile_model(model, recipe, steps_per_epoch=100)
-        model.jit_compile = jit_compile
+        training.compile_model(model, recipe, steps_per_epoch=100, jit_compile=jit_compile)
         x, y = _images(batch_size * (steps + warmup_steps))
         model.fit(x[: batch_size * warmup_steps], y[: batch_size * warmup_steps], batch_size=batch_size, verbose=0)
         start = time.perf_counter()

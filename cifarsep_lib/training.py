@@ -305,8 +305,14 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int):
     )
 
 
-def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> keras.Model:
-    """Compile ``model`` with the recipe's optimizer, loss and metrics."""
+def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_compile="auto") -> keras.Model:
+    """Compile ``model`` with the recipe's optimizer, loss and metrics.
+
+    ``jit_compile`` goes to ``model.compile``, where ``"auto"`` resolves per backend and
+    device (off on a CPU-only TensorFlow machine, on under JAX). Pass it here rather than
+    setting ``model.jit_compile`` afterwards: that attribute takes the string ``"auto"``
+    as it is, and every backend then reads it as true.
+    """
     if recipe.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=recipe.peak_lr, weight_decay=recipe.weight_decay or None)
     elif recipe.optimizer == "sgd":
@@ -325,6 +331,7 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> k
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     return model
 

@@ -264,3 +264,23 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
         batches = list(pool.map(ds.__getitem__, range(len(ds))))
     assert most[0] == 1
     assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
+
+
+def test_auto_jit_compile_resolves_per_backend_instead_of_reading_as_true(monkeypatch):
+    """``"auto"`` must reach ``model.compile``: set as ``model.jit_compile`` afterwards, the
+    string stays ``"auto"``, which every backend reads as true (XLA on a CPU, torch.compile)."""
+    from cifarsep_lib import models, speed
+
+    model = training.compile_model(models.build("sepnet_fast"), training.Recipe(), 10)
+    expected = keras.backend.backend() == "jax"  # Keras: off on CPU-only TensorFlow and for PyTorch
+    assert model.jit_compile is expected
+    assert (
+        training.compile_model(models.build("sepnet_fast"), training.Recipe(), 10, jit_compile=False).jit_compile
+        is False
+    )
+
+    seen = []
+    compile_model = training.compile_model
+    monkeypatch.setattr(training, "compile_model", lambda *a, **k: seen.append(compile_model(*a, **k)) or seen[-1])
+    speed.training_throughput("sepnet_fast", batch_size=8, steps=1, warmup_steps=1)
+    assert seen[0].jit_compile is expected
