@@ -57,10 +57,12 @@ def earlier_sessions(log_text: str) -> tuple[int, float]:
     epoch cut off by the end of a session is lost work and not counted, nor is start-up.
     """
     parts = clean_log(log_text).split(RESUMED)
-    seconds = sum(
-        int(match.group(2)) for part in parts[:-1] for line in part.splitlines() if (match := EPOCH_DONE.match(line))
-    )
-    return len(parts) - 1, float(seconds)
+    return len(parts) - 1, sum(finished_epochs_wall(part) for part in parts[:-1])
+
+
+def finished_epochs_wall(cleaned_log: str) -> float:
+    """Sum of the wall seconds Keras printed for each finished epoch (``--verbose 2``) in a cleaned log."""
+    return float(sum(int(m.group(2)) for line in cleaned_log.splitlines() if (m := EPOCH_DONE.match(line))))
 
 
 TRAINING_ON = re.compile(r"^Training \S+ \(.*params\) on (.+)$")
@@ -76,8 +78,7 @@ def unfinished_run(log_text: str) -> dict:
     devices = [m.group(1) for line in text.splitlines() if (m := TRAINING_ON.match(line))]
     if not devices:
         raise ValueError("the log does not say what the run trains on (no 'Training ... on ...' line)")
-    seconds = sum(int(m.group(2)) for line in text.splitlines() if (m := EPOCH_DONE.match(line)))
-    return {"device": devices[-1], "sessions": text.count(RESUMED) + 1, "wall_seconds": float(seconds)}
+    return {"device": devices[-1], "sessions": text.count(RESUMED) + 1, "wall_seconds": finished_epochs_wall(text)}
 
 
 def main() -> None:
@@ -111,11 +112,12 @@ def main() -> None:
     report = evaluation.evaluate_file(model_file, tta=True)
     if args.unfinished:
         so_far = unfinished_run(log_text)
-        run = {"device": so_far["device"], "backend": args.backend, "wall_seconds_this_session": so_far["wall_seconds"]}
-        sessions, earlier_wall = so_far["sessions"] - 1, 0.0
+        device, backend, wall, sessions = so_far["device"], args.backend, so_far["wall_seconds"], so_far["sessions"]
     else:
         run = json.loads((args.run_dir / "run.json").read_text())
-        sessions, earlier_wall = earlier_sessions(log_text) if log_text is not None else (0, 0.0)
+        earlier, earlier_wall = earlier_sessions(log_text) if log_text is not None else (0, 0.0)
+        device, backend = run["device"], run["backend"]
+        wall, sessions = run["wall_seconds_this_session"] + earlier_wall, 1 + earlier
     entry = {
         "name": args.name,
         "file": f"trained/{model_file.name}",
@@ -123,13 +125,13 @@ def main() -> None:
         "params": report["params"],
         "conv2d_layers": report["conv2d_layers"],
         "epochs": len(history),
-        "hardware": args.hardware or run["device"],
-        "backend": run["backend"],
+        "hardware": args.hardware or device,
+        "backend": backend,
         # Training time summed over epochs (validation passes excluded), and the whole
         # run's wall time including validation and start-up (over all its sessions).
         "train_seconds": round(sum(row["epoch_seconds"] for row in history), 1),
-        "wall_seconds": round(run["wall_seconds_this_session"] + earlier_wall, 1),
-        "sessions": 1 + sessions,
+        "wall_seconds": round(wall, 1),
+        "sessions": sessions,
         "test_accuracy": report["accuracy"],
         "test_accuracy_tta": report["accuracy_tta"],
         "command": args.command,
