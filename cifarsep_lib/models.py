@@ -192,9 +192,9 @@ def mixsepnet(
     depthwise step mixes 3x3, 5x5 and 7x7 kernels (and passes a quarter of the channels
     through), so that the 16x16 stage sees the whole image. The layout follows the best
     published tiny CIFAR-10 networks (few channels, most blocks at full resolution, a gated
-    expansion), with every convolution separable. It is meant for GPUs: on the development
-    CPU it trained at about 7 images/s (TensorFlow, beside another training run), where
-    SepNet trains at hundreds.
+    expansion), with every convolution separable. It is meant for GPUs: on the 2-core
+    development CPU it trains far slower than SepNet (compare them with
+    ``python scripts/benchmark.py --models mixsepnet sepnet --time-to 0``).
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
