@@ -22,6 +22,7 @@ import platform
 import shutil
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -276,8 +277,9 @@ def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, s
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step); under JAX or PyTorch it is a
-    ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads (on a GPU,
-    several let the next batches be prepared while the model trains).
+    ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads. One is enough:
+    the augmentation runs in large chunks and is serialised anyway (four were no faster on
+    an H100), and with more Keras' enqueuer shifts the epochs under JAX (see ``train``).
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -534,9 +536,17 @@ def train(
     computed per replica under TensorFlow and over the global batch under JAX.
 
     ``workers``: threads preparing the training batches under JAX or PyTorch (see
-    ``make_dataset``); TensorFlow's ``tf.data`` sizes its own.
+    ``make_dataset``); TensorFlow's ``tf.data`` sizes its own. Keep 1 under JAX: with more,
+    Keras 3.15's enqueuer shifts every epoch by 11 batches (a warning says so), and on the
+    H100 more threads were no faster.
     """
     recipe = recipe or Recipe()
+    if workers > 1 and keras.backend.backend() == "jax":
+        warnings.warn(
+            f"workers={workers}: under JAX, Keras' enqueuer starts each epoch 11 batches early, "
+            "so an epoch is the tail of one shuffle and the head of the next (workers=1 avoids it)",
+            stacklevel=2,
+        )
     distribution = (distribution or "none").lower()
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")

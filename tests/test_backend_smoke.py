@@ -40,3 +40,33 @@ def test_saliency_gradients_under_active_backend():
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
     maps = analysis.saliency_maps(models.sepnet(), images)
     assert maps.shape == (2, 32, 32) and np.all(np.isfinite(maps)) and maps.max() > 0
+
+
+class _RecordsItsBatches(keras.Model):
+    """A model that notes the first feature of every sample it trains on (run eagerly)."""
+
+    seen: list
+
+    def train_step(self, *args):
+        data = args[-1]  # (data,) under TensorFlow and PyTorch, (state, data) under JAX
+        self.seen.append(keras.ops.convert_to_numpy(data[0])[:, 0].astype(int).tolist())
+        return super().train_step(*args)
+
+
+def test_one_worker_epochs_are_one_pass_over_one_shuffle():
+    """With ``workers=1`` every epoch of ``fit`` trains on each image exactly once, in a new
+    order each epoch, under every backend. (With more workers, Keras 3.15's enqueuer under
+    JAX shifts the epochs by 11 batches, so that an epoch straddles two shuffles; this test
+    fails that way with ``workers=4`` under JAX. README, "Epoch boundaries".)"""
+    n, batch = 80, 4  # 20 batches: more than Keras' queue of 10, so a shift would show
+    x = np.arange(n, dtype="float32").reshape(n, 1).repeat(2, 1)
+    ds = training._AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=1)
+    inputs = keras.Input((2,))
+    model = _RecordsItsBatches(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
+    model.seen = []
+    model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
+    model.fit(ds, epochs=3, verbose=0, shuffle=False)
+    epochs = [sum(model.seen[e * 20 : (e + 1) * 20], []) for e in range(3)]
+    assert len(model.seen) == 60
+    assert all(sorted(ids) == list(range(n)) for ids in epochs)
+    assert epochs[0] != epochs[1] != epochs[2]

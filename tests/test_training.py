@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from cifarsep_lib import data as cdata
 from cifarsep_lib import training
 
 pytestmark = pytest.mark.slow
@@ -264,6 +265,12 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
         batches = list(pool.map(ds.__getitem__, range(len(ds))))
     assert most[0] == 1
     assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
+
+
+def test_several_workers_under_jax_warn_that_epochs_shift(tmp_path, monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.warns(UserWarning, match="11 batches early"), pytest.raises(cdata.CifarDataError):
+        training.train(training.Recipe(), out_dir=tmp_path, data_dir=str(tmp_path / "missing"), workers=4)
 
 
 def test_auto_jit_compile_resolves_per_backend_instead_of_reading_as_true(monkeypatch):
