@@ -194,7 +194,9 @@ def mixsepnet(
     published tiny CIFAR-10 networks (few channels, most blocks at full resolution, a gated
     expansion), with every convolution separable. It is meant for GPUs: on the 2-core
     development CPU it trains far slower than SepNet (compare them with
-    ``python scripts/benchmark.py --models mixsepnet sepnet --time-to 0``).
+    ``python scripts/benchmark.py --models mixsepnet sepnet --time-to 0``). With the
+    series' recipe it has not beaten SepNet: see ``mixsepnet_h100`` in
+    ``trained/results.json`` (105 epochs on an H100).
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
