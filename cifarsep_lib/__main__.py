@@ -88,8 +88,8 @@ def main(argv=None) -> int:
         "--workers",
         type=int,
         default=1,
-        help="threads preparing training batches under the JAX or PyTorch backend; keep 1: under JAX more "
-        "shift every epoch by 11 batches (README, 'Epoch boundaries'). The H100 runs used 4",
+        help="threads preparing training batches under the JAX or PyTorch backend; 1 is enough "
+        "(the H100 runs used 4; README, 'Epoch boundaries with several workers')",
     )
     t.set_defaults(func=_train)
 

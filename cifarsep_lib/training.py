@@ -22,7 +22,6 @@ import platform
 import shutil
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import keras
@@ -272,6 +271,19 @@ class _AugmentedBatches(keras.utils.PyDataset):
             self._chunks.clear()
 
 
+def build_before_fit(model: keras.Model, dataset) -> None:
+    """Build a compiled model's loss and metrics by evaluating it on ``dataset`` once.
+
+    Call it before ``fit`` on a ``PyDataset`` with several workers. Otherwise ``fit``
+    takes one batch from the training data to build them, and (Keras 3.15, measured under
+    JAX) the batches queued behind that one are then served as the start of epoch 1, so
+    every epoch starts 11 batches early and straddles two shuffles of the data. Evaluating
+    on the validation set first costs one validation pass and compiles the evaluation
+    step that validation needs anyway.
+    """
+    model.evaluate(dataset, verbose=0)
+
+
 def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1):
     """Batches of ``(float32 images 0-255, one-hot labels)`` for ``fit``/``evaluate``.
 
@@ -279,7 +291,7 @@ def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, s
     its threads, overlapping the training step); under JAX or PyTorch it is a
     ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads. One is enough:
     the augmentation runs in large chunks and is serialised anyway (four were no faster on
-    an H100), and with more Keras' enqueuer shifts the epochs under JAX (see ``train``).
+    an H100); with more, see ``build_before_fit``.
     """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -536,17 +548,11 @@ def train(
     computed per replica under TensorFlow and over the global batch under JAX.
 
     ``workers``: threads preparing the training batches under JAX or PyTorch (see
-    ``make_dataset``); TensorFlow's ``tf.data`` sizes its own. Keep 1 under JAX: with more,
-    Keras 3.15's enqueuer shifts every epoch by 11 batches (a warning says so), and on the
-    H100 more threads were no faster.
+    ``make_dataset``); TensorFlow's ``tf.data`` sizes its own. One is enough (on the H100
+    more were no faster); with more, training starts with one validation pass
+    (``build_before_fit``), which keeps every epoch one pass over one shuffle.
     """
     recipe = recipe or Recipe()
-    if workers > 1 and keras.backend.backend() == "jax":
-        warnings.warn(
-            f"workers={workers}: under JAX, Keras' enqueuer starts each epoch 11 batches early, "
-            "so an epoch is the tail of one shuffle and the head of the next (workers=1 avoids it)",
-            stacklevel=2,
-        )
     distribution = (distribution or "none").lower()
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
@@ -584,6 +590,8 @@ def train(
 
         test_ds = make_dataset(x_test, y_test, 1000) if test_at_epochs else None
         callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard)
+        if workers > 1 and keras.backend.backend() != "tensorflow":
+            build_before_fit(model, val_ds)
 
         start = time.perf_counter()
         history = model.fit(

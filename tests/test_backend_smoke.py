@@ -7,6 +7,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from cifarsep_lib import data, evaluation, training
 
@@ -53,18 +54,21 @@ class _RecordsItsBatches(keras.Model):
         return super().train_step(*args)
 
 
-def test_one_worker_epochs_are_one_pass_over_one_shuffle():
-    """With ``workers=1`` every epoch of ``fit`` trains on each image exactly once, in a new
-    order each epoch, under every backend. (With more workers, Keras 3.15's enqueuer under
-    JAX shifts the epochs by 11 batches, so that an epoch straddles two shuffles; this test
-    fails that way with ``workers=4`` under JAX. README, "Epoch boundaries".)"""
+@pytest.mark.parametrize("workers", [1, 4])
+def test_every_epoch_is_one_pass_over_one_shuffle(workers):
+    """Every epoch of ``fit`` trains on each image exactly once, in a new order each epoch,
+    under every backend. With several workers that needs ``training.build_before_fit``:
+    without it, Keras 3.15's enqueuer under JAX starts every epoch 11 batches early, so that
+    an epoch straddles two shuffles (this test then fails; README, "Epoch boundaries")."""
     n, batch = 80, 4  # 20 batches: more than Keras' queue of 10, so a shift would show
     x = np.arange(n, dtype="float32").reshape(n, 1).repeat(2, 1)
-    ds = training._AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=1)
+    ds = training._AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=workers)
     inputs = keras.Input((2,))
     model = _RecordsItsBatches(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
-    model.seen = []
     model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
+    if workers > 1:
+        training.build_before_fit(model, training._AugmentedBatches(x[:8], np.arange(8), 8, None, False, 0))
+    model.seen = []
     model.fit(ds, epochs=3, verbose=0, shuffle=False)
     epochs = [sum(model.seen[e * 20 : (e + 1) * 20], []) for e in range(3)]
     assert len(model.seen) == 60

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 
-from cifarsep_lib import data as cdata
 from cifarsep_lib import training
 
 pytestmark = pytest.mark.slow
@@ -267,10 +266,17 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
     assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
 
 
-def test_several_workers_under_jax_warn_that_epochs_shift(tmp_path, monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.warns(UserWarning, match="11 batches early"), pytest.raises(cdata.CifarDataError):
-        training.train(training.Recipe(), out_dir=tmp_path, data_dir=str(tmp_path / "missing"), workers=4)
+def test_several_workers_build_the_model_before_fit(tmp_path, fake_cifar, monkeypatch):
+    """With workers > 1 on the PyDataset path, ``train()`` builds the model on the validation
+    set before ``fit``, which keeps Keras' enqueuer from shifting the epochs."""
+    built = []
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")  # take the PyDataset path
+    monkeypatch.setattr(training, "accelerators", lambda: [])
+    monkeypatch.setattr(training, "build_before_fit", lambda model, ds: built.append(len(ds)))
+    recipe = training.Recipe(**{**TINY, "epochs": 1})
+    for workers in (1, 2):
+        training.train(recipe, tmp_path / f"w{workers}", str(fake_cifar), tensorboard=False, verbose=0, workers=workers)
+    assert built == [1]  # only with 2 workers: the 100 validation images, one batch of up to 1,000
 
 
 def test_auto_jit_compile_resolves_per_backend_instead_of_reading_as_true(monkeypatch):
