@@ -276,7 +276,7 @@ def build_before_fit(model: keras.Model, dataset) -> None:
 
     Call it before ``fit`` on a ``PyDataset`` with several workers. Otherwise ``fit``
     takes one batch from the training data to build them, and (Keras 3.15, measured under
-    JAX) the batches queued behind that one are then served as the start of epoch 1, so
+    JAX and PyTorch) the batches queued behind that one are then served as the start of epoch 1, so
     every epoch starts 11 batches early and straddles two shuffles of the data. Evaluating
     on the validation set first costs one validation pass and compiles the evaluation
     step that validation needs anyway.

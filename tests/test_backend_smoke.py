@@ -58,7 +58,7 @@ class _RecordsItsBatches(keras.Model):
 def test_every_epoch_is_one_pass_over_one_shuffle(workers):
     """Every epoch of ``fit`` trains on each image exactly once, in a new order each epoch,
     under every backend. With several workers that needs ``training.build_before_fit``:
-    without it, Keras 3.15's enqueuer under JAX starts every epoch 11 batches early, so that
+    without it, Keras 3.15's enqueuer under JAX and PyTorch starts every epoch 11 batches early, so that
     an epoch straddles two shuffles (this test then fails; README, "Epoch boundaries")."""
     n, batch = 80, 4  # 20 batches: more than Keras' queue of 10, so a shift would show
     x = np.arange(n, dtype="float32").reshape(n, 1).repeat(2, 1)
