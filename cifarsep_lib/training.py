@@ -275,11 +275,11 @@ def build_before_fit(model: keras.Model, dataset) -> None:
     """Build a compiled model's loss and metrics by evaluating it on ``dataset`` once.
 
     Call it before ``fit`` on a ``PyDataset`` with several workers. Otherwise ``fit``
-    takes one batch from the training data to build them, and (Keras 3.15, measured under
-    JAX and PyTorch) the batches queued behind that one are then served as the start of epoch 1, so
-    every epoch starts 11 batches early and straddles two shuffles of the data. Evaluating
-    on the validation set first costs one validation pass and compiles the evaluation
-    step that validation needs anyway.
+    takes one batch from the training data to build them, and (Keras 3.15, measured
+    under JAX and PyTorch) the batches queued behind that one are then served as the
+    start of epoch 1, so every epoch starts 11 batches early and straddles two shuffles
+    of the data. Evaluating on the validation set first costs one validation pass and
+    compiles the evaluation step that validation needs anyway.
     """
     model.evaluate(dataset, verbose=0)
 
@@ -590,7 +590,7 @@ def train(
 
         test_ds = make_dataset(x_test, y_test, 1000) if test_at_epochs else None
         callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard)
-        if workers > 1 and keras.backend.backend() != "tensorflow":
+        if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 
         start = time.perf_counter()
