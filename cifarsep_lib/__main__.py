@@ -68,6 +68,14 @@ def main(argv=None) -> int:
     t.add_argument("--weight-decay", dest="weight_decay", type=float)
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
+    t.add_argument(
+        "--ema",
+        dest="ema_momentum",
+        type=float,
+        metavar="MOMENTUM",
+        help="average the weights, with this momentum per step (e.g. 0.995); validation, checkpoints and "
+        "test points use the average, and the model ends with it",
+    )
     t.add_argument("--train-subset", dest="train_subset", type=int, help="train on this many images only")
     t.add_argument("--val-size", dest="val_size", type=int)
     t.add_argument("--seed", type=int)

@@ -51,6 +51,7 @@ class Recipe:
     seed: int = 0
     optimizer: str = "sgd"  # "sgd": the warm-up + cosine schedule above; "adam": constant peak_lr
     augment: bool = True  # random flips and translations of the training images
+    ema_momentum: float | None = None  # average the weights (see compile_model); None: off
 
 
 def assignment_recipe(**overrides) -> Recipe:
@@ -327,14 +328,19 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
     setting ``model.jit_compile`` afterwards: that attribute takes the string ``"auto"``
     as it is, and every backend then reads it as true.
     """
+    # Weight averaging: the optimizer keeps an exponential moving average of the weights
+    # (``new = m * old + (1 - m) * weights`` after every step); validation, checkpoints and
+    # test points use it (``SwapEMAWeights`` in ``_callbacks``) and the model ends with it.
+    ema = dict(use_ema=True, ema_momentum=recipe.ema_momentum) if recipe.ema_momentum is not None else {}
     if recipe.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=recipe.peak_lr, weight_decay=recipe.weight_decay or None)
+        optimizer = keras.optimizers.Adam(learning_rate=recipe.peak_lr, weight_decay=recipe.weight_decay or None, **ema)
     elif recipe.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
             learning_rate=lr_schedule(recipe, steps_per_epoch),
             momentum=recipe.momentum,
             nesterov=True,
             weight_decay=recipe.weight_decay,
+            **ema,
         )
     else:
         raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose 'sgd' or 'adam'")
@@ -474,8 +480,14 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     )
 
 
-def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool) -> list:
-    """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers)."""
+def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool, ema: bool = False) -> list:
+    """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
+
+    With ``ema`` (the optimizer averages the weights), ``SwapEMAWeights`` puts the average
+    into the model for validation and, at each epoch's end, for the checkpoint and test
+    points after it; ``BackupAndRestore`` comes before it, so the backup holds the
+    training weights and their average in their own places.
+    """
     resumed = logged_so_far(out)
     if resumed is None:  # a fresh run: logs left by an earlier, finished run in ``out`` go
         for stale in ("history.csv", "test_points.json"):
@@ -487,6 +499,7 @@ def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bo
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
@@ -589,7 +602,8 @@ def train(
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {recipe.epochs} epochs of {steps} steps")
 
         test_ds = make_dataset(x_test, y_test, 1000) if test_at_epochs else None
-        callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard)
+        ema = recipe.ema_momentum is not None
+        callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard, ema)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--time-to", type=float, default=0.84, help="target test accuracy (0 = skip the run)")
     parser.add_argument("--epochs", type=int, default=10, help="schedule length of the time-to-target run")
     parser.add_argument("--time-model", default="sepnet", help="model trained in the time-to-target run")
+    parser.add_argument("--ema", type=float, default=None, help="weight-averaging momentum of that run (default: off)")
     args = parser.parse_args()
 
     result = {
@@ -62,7 +63,7 @@ def main() -> None:
             print(f"{name} trains {ratio:.1f}x faster than the base model here")
 
     if args.time_to > 0:
-        recipe = training.Recipe(model=args.time_model, epochs=args.epochs)
+        recipe = training.Recipe(model=args.time_model, epochs=args.epochs, ema_momentum=args.ema)
         with tempfile.TemporaryDirectory() as out:
             callback_epochs = range(1, args.epochs + 1)
             _, hist = training.train(recipe, out_dir=out, tensorboard=False, test_at_epochs=callback_epochs, verbose=2)
@@ -72,6 +73,7 @@ def main() -> None:
             "target": args.time_to,
             "model": args.time_model,
             "recipe_epochs": args.epochs,
+            "ema_momentum": args.ema,
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,
             "epoch": reached["epoch"] if reached else None,

@@ -121,6 +121,41 @@ def test_cli_passes_rotate_to_the_recipe(monkeypatch):
     assert cli.main(["train", "--rotate", "15"]) == 0 and seen["recipe"].rotate == 15.0
 
 
+def test_cli_passes_ema_momentum_to_the_recipe(monkeypatch):
+    from cifarsep_lib import __main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
+    assert cli.main(["train"]) == 0 and seen["recipe"].ema_momentum is None
+    assert cli.main(["train", "--ema", "0.995"]) == 0 and seen["recipe"].ema_momentum == 0.995
+
+
+def test_averaged_weights_go_to_validation_and_checkpoints_after_the_backup(tmp_path):
+    names = lambda cbs: [type(cb).__name__ for cb in cbs]  # noqa: E731
+    plain = names(training._callbacks(tmp_path, 10, None, (), tensorboard=False))
+    assert "SwapEMAWeights" not in plain
+    order = names(training._callbacks(tmp_path, 10, object(), (1,), tensorboard=False, ema=True))
+    swap = order.index("SwapEMAWeights")
+    assert order.index("BackupAndRestore") < swap < order.index("SafeCheckpoint") < order.index("TestAccuracyAt")
+
+
+def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path, fake_cifar):
+    """Last epoch's recorded validation loss is that of final.keras, which holds the average.
+
+    Without the swap, validation would score the training weights, and the loss of the
+    final (averaged) model would differ from the one recorded.
+    """
+    model, hist = _train(tmp_path / "ema", fake_cifar, ema_momentum=0.8)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.8
+    from cifarsep_lib import data as cdata
+
+    (x_all, y_all), _ = cdata.load_cifar10(str(fake_cifar))
+    _, (x_val, y_val) = cdata.train_val_split(x_all, y_all, TINY["val_size"], TINY["seed"])
+    final = keras.saving.load_model(tmp_path / "ema" / "final.keras")
+    val_loss = final.evaluate(training.make_dataset(x_val, y_val, 1000), verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(val_loss, hist["val_loss"][-1], rtol=1e-5)
+
+
 def test_cli_passes_workers_to_train(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
