@@ -617,6 +617,12 @@ def train(
             shuffle=False,  # the input pipeline shuffles, seeded
         )
         wall = time.perf_counter() - start
+        if ema:
+            # fit ends by assigning the average to the weights. Under JAX (Keras 3.15) both then
+            # share one buffer, which the next evaluate or predict deletes, and model.save
+            # fails on the optimizer's copy ("Array has been deleted"). Copy the weights.
+            for variable in model.trainable_variables:
+                variable.assign(keras.ops.copy(variable))
         if np.isnan(history.history.get("loss", [0.0])[-1]):
             raise FloatingPointError(
                 f"training diverged (loss became NaN) at epoch {len(history.history['loss'])}; "
