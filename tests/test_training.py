@@ -113,21 +113,17 @@ def test_augmentation_adds_rotation_only_when_asked():
     assert training.augmentation(rotate=15).layers[1].factor == (-15 / 360, 15 / 360)
 
 
-def test_cli_passes_rotate_to_the_recipe(monkeypatch):
+@pytest.mark.parametrize(
+    "flag, value, field, default",
+    [("--rotate", "15", "rotate", 0.0), ("--ema", "0.995", "ema_momentum", None)],
+)
+def test_cli_passes_recipe_options_to_the_recipe(monkeypatch, flag, value, field, default):
     from cifarsep_lib import __main__ as cli
 
     seen = {}
     monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
-    assert cli.main(["train", "--rotate", "15"]) == 0 and seen["recipe"].rotate == 15.0
-
-
-def test_cli_passes_ema_momentum_to_the_recipe(monkeypatch):
-    from cifarsep_lib import __main__ as cli
-
-    seen = {}
-    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
-    assert cli.main(["train"]) == 0 and seen["recipe"].ema_momentum is None
-    assert cli.main(["train", "--ema", "0.995"]) == 0 and seen["recipe"].ema_momentum == 0.995
+    assert cli.main(["train"]) == 0 and getattr(seen["recipe"], field) == default
+    assert cli.main(["train", flag, value]) == 0 and getattr(seen["recipe"], field) == float(value)
 
 
 def test_averaged_weights_go_to_validation_and_checkpoints_after_the_backup(tmp_path):
