@@ -76,6 +76,15 @@ def main(argv=None) -> int:
         help="average the weights, with this momentum per step (e.g. 0.995); validation, checkpoints and "
         "test points use the average, and the model ends with it",
     )
+    t.add_argument(
+        "--low-res-epochs",
+        dest="low_res_epochs",
+        type=int,
+        metavar="N",
+        help="progressive resizing: train the first N epochs on images downscaled to --low-res-size pixels "
+        "(faster epochs on a CPU), the rest at full size",
+    )
+    t.add_argument("--low-res-size", dest="low_res_size", type=int, metavar="PIXELS", help="default 16")
     t.add_argument("--train-subset", dest="train_subset", type=int, help="train on this many images only")
     t.add_argument("--val-size", dest="val_size", type=int)
     t.add_argument("--seed", type=int)

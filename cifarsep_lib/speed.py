@@ -16,9 +16,9 @@ from . import models as cmodels
 from . import training
 
 
-def _images(n: int, seed: int = 0):
+def _images(n: int, seed: int = 0, size: int = 32):
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(n, 32, 32, 3)).astype("float32")
+    x = rng.integers(0, 256, size=(n, size, size, 3)).astype("float32")
     y = training._one_hot(rng.integers(0, 10, size=n))
     return x, y
 
@@ -30,10 +30,12 @@ def training_throughput(
     warmup_steps: int = 3,
     mixed_precision: bool = False,
     jit_compile: bool | str = "auto",
+    image_size: int = 32,
 ) -> float:
     """Training images/s of ``model_name`` (forward, backward and SGD update; no input pipeline).
 
     ``mixed_precision`` uses ``mixed_float16`` on a GPU and ``mixed_bfloat16`` on a CPU.
+    ``image_size``: side of the square images (16 measures a progressive-resizing epoch).
     """
     on_gpu = bool(training.accelerators())
     policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else "float32"
@@ -43,7 +45,7 @@ def training_throughput(
         model = cmodels.build(model_name)
         recipe = training.Recipe(model=model_name, batch_size=batch_size)
         training.compile_model(model, recipe, steps_per_epoch=100, jit_compile=jit_compile)
-        x, y = _images(batch_size * (steps + warmup_steps))
+        x, y = _images(batch_size * (steps + warmup_steps), size=image_size)
         model.fit(x[: batch_size * warmup_steps], y[: batch_size * warmup_steps], batch_size=batch_size, verbose=0)
         start = time.perf_counter()
         model.fit(x[batch_size * warmup_steps :], y[batch_size * warmup_steps :], batch_size=batch_size, verbose=0)

@@ -3,8 +3,10 @@
 The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD with
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
-translations (Keras preprocessing layers), batch 256. ``assignment_recipe()`` is the
-course assignment's own: Adam at a constant learning rate, no augmentation, batch 128.
+translations (Keras preprocessing layers), batch 256. Options, off by default: weight
+averaging (``ema_momentum``) and progressive resizing (``low_res_epochs``,
+``LowResolutionStart``). ``assignment_recipe()`` is the course assignment's own: Adam at
+a constant learning rate, no augmentation, batch 128.
 
 Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
 model on every local device and splits each batch across them (see ``train`` and
@@ -52,6 +54,8 @@ class Recipe:
     optimizer: str = "sgd"  # "sgd": the warm-up + cosine schedule above; "adam": constant peak_lr
     augment: bool = True  # random flips and translations of the training images
     ema_momentum: float | None = None  # average the weights (see compile_model); None: off
+    low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
+    low_res_size: int = 16  # their size in pixels
 
 
 def assignment_recipe(**overrides) -> Recipe:
@@ -210,6 +214,54 @@ def augmentation(translate: float = 0.125, seed: int | None = None, rotate: floa
     return keras.Sequential(steps, name="augmentation")
 
 
+class LowResolutionStart(keras.callbacks.Callback):
+    """Progressive resizing: train the first ``epochs`` epochs on images downscaled to ``size`` pixels.
+
+    The models are fully convolutional, so they train on 16x16 images as well as on
+    32x32 ones, and on a CPU, where the cost grows with the number of pixels, an epoch
+    at 16x16 takes a fraction of the time (``scripts/benchmark.py --low-res-sizes``).
+    The last epochs train at full size, so the network ends adapted to the object scale
+    and BatchNorm statistics of the images it will see. Validation is always at full size.
+
+    The training pipeline downscales each augmented batch (antialiased bilinear) while
+    the flag is on; this callback sets the flag at the start of every epoch, also when
+    ``BackupAndRestore`` resumes a run in the middle. That every batch of an epoch has the
+    epoch's size is tested under each backend with one worker (the default); with
+    ``workers > 1`` (JAX, PyTorch) batches queued ahead across the switch are not checked.
+    """
+
+    def __init__(self, size: int, epochs: int):
+        super().__init__()
+        self.size, self.epochs = int(size), int(epochs)
+        self.active = self.epochs > 0
+        self._tf_flag = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # tf.data runs the pipeline as a graph, which reads the flag from this variable.
+            self._tf_flag = tf.Variable(self.active, trainable=False, name="low_resolution")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.active = epoch < self.epochs
+        if self._tf_flag is not None:
+            self._tf_flag.assign(self.active)
+
+    def downscale(self, images):
+        """``images`` (a numpy batch) downscaled while the flag is on, else unchanged."""
+        if not self.active:
+            return images
+        return keras.ops.convert_to_numpy(keras.ops.image.resize(images, (self.size, self.size), antialias=True))
+
+    def downscale_tf(self, images):
+        """The same as a TensorFlow graph, for a ``tf.data`` pipeline (TensorFlow backend only)."""
+        import tensorflow as tf
+
+        def small():
+            return tf.image.resize(images, (self.size, self.size), method="bilinear", antialias=True)
+
+        return tf.cond(self._tf_flag, small, lambda: images)
+
+
 def _one_hot(y) -> np.ndarray:
     return keras.utils.to_categorical(np.asarray(y).reshape(-1), cdata.NUM_CLASSES).astype("float32")
 
@@ -228,9 +280,11 @@ class _AugmentedBatches(keras.utils.PyDataset):
     seed generator, so only one thread at a time augments a chunk (the lock).
     """
 
-    def __init__(self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1, chunk_size: int = 4096):
+    def __init__(
+        self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1, chunk_size: int = 4096, low_res=None
+    ):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.x, self.y, self.batch_size = x, _one_hot(y), batch_size
+        self.x, self.y, self.batch_size, self.low_res = x, _one_hot(y), batch_size, low_res
         self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
         # Whole batches per chunk, so that no batch straddles two chunks.
         self.chunk_batches = max(1, chunk_size // batch_size)
@@ -250,9 +304,11 @@ class _AugmentedBatches(keras.utils.PyDataset):
             if c not in self._chunks:
                 size = self.chunk_batches * self.batch_size
                 idx = self.order[c * size : (c + 1) * size]
-                images = self.augmenter(self.x[idx].astype("float32"), training=True)
+                images = keras.ops.convert_to_numpy(self.augmenter(self.x[idx].astype("float32"), training=True))
+                if self.low_res is not None:
+                    images = self.low_res.downscale(images)
                 # The labels are taken with the images, so a new epoch's order cannot mismatch them.
-                self._chunks[c] = (keras.ops.convert_to_numpy(images), self.y[idx])
+                self._chunks[c] = (images, self.y[idx])
                 for old in [k for k in self._chunks if k < c - 1]:  # keep memory to two chunks
                     del self._chunks[old]
             return self._chunks[c]
@@ -260,7 +316,8 @@ class _AugmentedBatches(keras.utils.PyDataset):
     def __getitem__(self, i):
         if self.augmenter is None:
             idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-            return self.x[idx].astype("float32"), self.y[idx]
+            images = self.x[idx].astype("float32")
+            return (self.low_res.downscale(images) if self.low_res else images), self.y[idx]
         c, k = divmod(i, self.chunk_batches)
         images, labels = self._augmented_chunk(c)
         batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
@@ -285,8 +342,13 @@ def build_before_fit(model: keras.Model, dataset) -> None:
     model.evaluate(dataset, verbose=0)
 
 
-def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1):
+def make_dataset(
+    x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1, low_res=None
+):
     """Batches of ``(float32 images 0-255, one-hot labels)`` for ``fit``/``evaluate``.
+
+    ``low_res``: a ``LowResolutionStart`` callback that downscales the (augmented) batches
+    while it is active; pass the same callback to ``fit``.
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step); under JAX or PyTorch it is a
@@ -303,8 +365,10 @@ def make_dataset(x, y, batch_size: int, augmenter=None, shuffle: bool = False, s
         ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, "float32"), b))
         if augmenter is not None:
             ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        if low_res is not None:
+            ds = ds.map(lambda a, b: (low_res.downscale_tf(a), b), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
-    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers)
+    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res)
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int):
@@ -480,13 +544,17 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     )
 
 
-def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool, ema: bool = False) -> list:
+def _callbacks(
+    out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool, ema: bool = False, low_res=None
+) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
     With ``ema`` (the optimizer averages the weights), ``SwapEMAWeights`` puts the average
     into the model for validation and, at each epoch's end, for the checkpoint and test
     points after it; ``BackupAndRestore`` comes before it, so the backup holds the
-    training weights and their average in their own places.
+    training weights and their average in their own places. ``low_res`` (a
+    ``LowResolutionStart``, or None) goes first, so the epoch's images have their size
+    before anything else in the epoch runs.
     """
     resumed = logged_so_far(out)
     if resumed is None:  # a fresh run: logs left by an earlier, finished run in ``out`` go
@@ -496,6 +564,7 @@ def _callbacks(out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bo
         print(f"Resuming after epoch {resumed.epochs} ({resumed.train_seconds:.0f} s of training so far)")
     resumed = resumed or LoggedSoFar()
     callbacks = [
+        *([low_res] if low_res is not None else []),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
@@ -582,8 +651,9 @@ def train(
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
     augmenter = augmentation(recipe.translate, recipe.seed, recipe.rotate) if recipe.augment else None
+    low_res = LowResolutionStart(recipe.low_res_size, recipe.low_res_epochs) if recipe.low_res_epochs else None
     train_ds = make_dataset(
-        x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers
+        x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers, low_res=low_res
     )
     val_ds = make_dataset(x_val, y_val, 1000)
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
@@ -603,7 +673,7 @@ def train(
 
         test_ds = make_dataset(x_test, y_test, 1000) if test_at_epochs else None
         ema = recipe.ema_momentum is not None
-        callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard, ema)
+        callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard, ema, low_res)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 

@@ -35,6 +35,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="schedule length of the time-to-target run")
     parser.add_argument("--time-model", default="sepnet", help="model trained in the time-to-target run")
     parser.add_argument("--ema", type=float, default=None, help="weight-averaging momentum of that run (default: off)")
+    parser.add_argument(
+        "--low-res-sizes", type=int, nargs="*", default=[], help="also time training on images of these sizes"
+    )
+    parser.add_argument("--low-res-epochs", type=int, default=0, help="that run's epochs on downscaled images")
+    parser.add_argument("--low-res-size", type=int, default=16, help="their size in pixels")
     args = parser.parse_args()
 
     result = {
@@ -55,6 +60,11 @@ def main() -> None:
             "inference_images_per_s": round(infer_ips, 1),
         }
         print(f"{name:12s} training {train_ips:8.1f} images/s   inference {infer_ips:8.1f} images/s", flush=True)
+        for size in args.low_res_sizes:
+            low_ips = speed.training_throughput(name, batch_size=256, steps=steps, image_size=size)
+            result["models"][name][f"train_images_per_s_{size}px"] = round(low_ips, 1)
+            ratio = low_ips / train_ips
+            print(f"{name:12s} training {low_ips:8.1f} images/s at {size}x{size} ({ratio:.1f}x)", flush=True)
     if "base_model" in result["models"]:
         base_ips = result["models"]["base_model"]["train_images_per_s"]
         for name in (n for n in result["models"] if n.startswith("sepnet")):
@@ -63,7 +73,13 @@ def main() -> None:
             print(f"{name} trains {ratio:.1f}x faster than the base model here")
 
     if args.time_to > 0:
-        recipe = training.Recipe(model=args.time_model, epochs=args.epochs, ema_momentum=args.ema)
+        recipe = training.Recipe(
+            model=args.time_model,
+            epochs=args.epochs,
+            ema_momentum=args.ema,
+            low_res_epochs=args.low_res_epochs,
+            low_res_size=args.low_res_size,
+        )
         with tempfile.TemporaryDirectory() as out:
             callback_epochs = range(1, args.epochs + 1)
             _, hist = training.train(recipe, out_dir=out, tensorboard=False, test_at_epochs=callback_epochs, verbose=2)
@@ -74,6 +90,8 @@ def main() -> None:
             "model": args.time_model,
             "recipe_epochs": args.epochs,
             "ema_momentum": args.ema,
+            "low_res_epochs": args.low_res_epochs,
+            "low_res_size": args.low_res_size,
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,
             "epoch": reached["epoch"] if reached else None,

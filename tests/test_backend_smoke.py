@@ -28,6 +28,42 @@ def test_train_evaluate_save_reload_on_real_data(tmp_path, data_dir, ema_momentu
     )
 
 
+class _SizeProbe(keras.layers.Layer):
+    """Identity layer that counts the training batches it sees at 16x16 and at 32x32."""
+
+    def build(self, input_shape):
+        self.counts = self.add_weight(shape=(2,), initializer="zeros", trainable=False, name="counts")
+
+    def call(self, x, training=False):
+        if training:
+            side = keras.ops.shape(x)[1]
+            seen = [keras.ops.cast(side == 16, "float32"), keras.ops.cast(side == 32, "float32")]
+            self.counts.assign_add(keras.ops.stack(seen))
+        return x
+
+
+def _size_probe_model():
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.GlobalAveragePooling2D()(_SizeProbe(name="probe")(keras.layers.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_progressive_resizing_trains_the_first_epochs_on_small_images(tmp_path, data_dir, monkeypatch):
+    """With ``low_res_epochs=2`` of 3, every training batch of epochs 1-2 is 16x16 and every
+    one of epoch 3 is 32x32, counted inside the model, under every backend's input pipeline
+    (``tf.data`` under TensorFlow, ``PyDataset`` otherwise): a batch prepared before the
+    switch (e.g. prefetched) would show up as a 16x16 batch in epoch 3."""
+    from cifarsep_lib import models
+
+    monkeypatch.setitem(models.MODELS, "size_probe", _size_probe_model)
+    recipe = training.Recipe(
+        model="size_probe", epochs=3, batch_size=64, train_subset=256, val_size=500, seed=0, low_res_epochs=2
+    )
+    model, _ = training.train(recipe, out_dir=tmp_path / "run", data_dir=str(data_dir), tensorboard=False, verbose=0)
+    steps = 256 // 64
+    assert keras.ops.convert_to_numpy(model.get_layer("probe").counts).tolist() == [2 * steps, steps]
+
+
 def test_no_tensorflow_needed_outside_tensorflow_backend():
     if keras.backend.backend() == "tensorflow":
         return  # nothing to prove here; CI runs this file under JAX without TensorFlow installed

@@ -115,7 +115,12 @@ def test_augmentation_adds_rotation_only_when_asked():
 
 @pytest.mark.parametrize(
     "flag, value, field, default",
-    [("--rotate", "15", "rotate", 0.0), ("--ema", "0.995", "ema_momentum", None)],
+    [
+        ("--rotate", "15", "rotate", 0.0),
+        ("--ema", "0.995", "ema_momentum", None),
+        ("--low-res-epochs", "12", "low_res_epochs", 0),
+        ("--low-res-size", "24", "low_res_size", 16),
+    ],
 )
 def test_cli_passes_recipe_options_to_the_recipe(monkeypatch, flag, value, field, default):
     from cifarsep_lib import __main__ as cli
@@ -150,6 +155,21 @@ def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path
     final = keras.saving.load_model(tmp_path / "ema" / "final.keras")
     val_loss = final.evaluate(training.make_dataset(x_val, y_val, 1000), verbose=0, return_dict=True)["loss"]
     np.testing.assert_allclose(val_loss, hist["val_loss"][-1], rtol=1e-5)
+
+
+def test_low_resolution_start_switches_by_epoch_and_downscales():
+    low_res = training.LowResolutionStart(size=16, epochs=2)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    active = []
+    for epoch in (0, 1, 2, 1):  # the last: a run resumed in its second epoch
+        low_res.on_epoch_begin(epoch)
+        active.append(low_res.active)
+    assert active == [True, True, False, True]
+    small = low_res.downscale(images)
+    assert small.shape == (4, 16, 16, 3)
+    assert small.mean() == pytest.approx(images.mean(), rel=0.01)  # a resize, not a crop or a rescale
+    low_res.on_epoch_begin(2)
+    assert low_res.downscale(images) is images
 
 
 def test_cli_passes_workers_to_train(monkeypatch):
