@@ -317,7 +317,7 @@ class _AugmentedBatches(keras.utils.PyDataset):
         if self.augmenter is None:
             idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.x[idx].astype("float32")
-            return (self.low_res.downscale(images) if self.low_res else images), self.y[idx]
+            return (self.low_res.downscale(images) if self.low_res is not None else images), self.y[idx]
         c, k = divmod(i, self.chunk_batches)
         images, labels = self._augmented_chunk(c)
         batch = slice(k * self.batch_size, (k + 1) * self.batch_size)

@@ -167,7 +167,7 @@ def test_low_resolution_start_switches_by_epoch_and_downscales():
     assert active == [True, True, False, True]
     small = low_res.downscale(images)
     assert small.shape == (4, 16, 16, 3)
-    assert small.mean() == pytest.approx(images.mean(), rel=0.01)  # a resize, not a crop or a rescale
+    assert small.mean() == pytest.approx(images.mean(), rel=0.01)  # pixel values keep their 0-255 scale
     low_res.on_epoch_begin(2)
     assert low_res.downscale(images) is images
 
