@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from . import data as cdata
+from . import evaluation
 from . import models as cmodels
 
 
@@ -445,13 +446,16 @@ class TestAccuracyAt(keras.callbacks.Callback):
     """Evaluates the *test* set at the end of given epochs, logging training time so far.
 
     Only for measuring time-to-accuracy in benchmarks; model selection uses validation data.
+    Each point holds the plain test accuracy and, reported beside it, the flip-TTA accuracy
+    (mean prediction over each image and its mirror image, ``evaluation.evaluate_model``).
     The clock sums the ``epoch_seconds`` that ``Throughput`` (placed earlier in the callback
     list) logs, so validation and these test passes are not counted as training time.
     """
 
-    def __init__(self, dataset, epochs, log_path=None, points=(), train_seconds: float = 0.0):
+    def __init__(self, x_test, y_test, epochs, log_path=None, points=(), train_seconds: float = 0.0):
         super().__init__()
-        self.dataset, self.epochs, self.log_path = dataset, set(epochs), log_path
+        self.x_test, self.y_test = x_test, y_test
+        self.epochs, self.log_path = set(epochs), log_path
         # A resumed run continues the points and the clock of the interrupted one.
         self.points = list(points)
         self._train_seconds = train_seconds
@@ -459,9 +463,20 @@ class TestAccuracyAt(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._train_seconds += (logs or {}).get("epoch_seconds", 0.0)
         if epoch + 1 in self.epochs:
-            acc = float(self.model.evaluate(self.dataset, verbose=0, return_dict=True)["accuracy"])
-            self.points.append({"epoch": epoch + 1, "train_seconds": self._train_seconds, "test_accuracy": acc})
-            print(f"\n[test] epoch {epoch + 1}: accuracy {acc:.4f} after {self._train_seconds:.0f} s of training")
+            result = evaluation.evaluate_model(self.model, self.x_test, self.y_test, tta=True)
+            acc, acc_tta = result["accuracy"], result["accuracy_tta"]
+            self.points.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_seconds": self._train_seconds,
+                    "test_accuracy": acc,
+                    "test_accuracy_tta": acc_tta,
+                }
+            )
+            print(
+                f"\n[test] epoch {epoch + 1}: accuracy {acc:.4f} (flip-TTA {acc_tta:.4f}) "
+                f"after {self._train_seconds:.0f} s of training"
+            )
             if self.log_path:
                 Path(self.log_path).write_text(json.dumps(self.points, indent=1))
 
@@ -545,7 +560,7 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
 
 
 def _callbacks(
-    out: Path, n_train: int, test_ds, test_at_epochs, tensorboard: bool, ema: bool = False, low_res=None
+    out: Path, n_train: int, test_set, test_at_epochs, tensorboard: bool, ema: bool = False, low_res=None
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
@@ -580,7 +595,7 @@ def _callbacks(
     if test_at_epochs:
         callbacks.append(
             TestAccuracyAt(
-                test_ds, test_at_epochs, out / "test_points.json", resumed.test_points, resumed.train_seconds
+                *test_set, test_at_epochs, out / "test_points.json", resumed.test_points, resumed.train_seconds
             )
         )
     if tensorboard and keras.backend.backend() != "tensorflow":
@@ -671,9 +686,9 @@ def train(
             )
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {recipe.epochs} epochs of {steps} steps")
 
-        test_ds = make_dataset(x_test, y_test, 1000) if test_at_epochs else None
         ema = recipe.ema_momentum is not None
-        callbacks = _callbacks(out, len(x_train), test_ds, test_at_epochs, tensorboard, ema, low_res)
+        test_set = (x_test, y_test) if test_at_epochs else None
+        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, ema, low_res)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 

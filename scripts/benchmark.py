@@ -85,6 +85,8 @@ def main() -> None:
             _, hist = training.train(recipe, out_dir=out, tensorboard=False, test_at_epochs=callback_epochs, verbose=2)
             points = json.loads(open(os.path.join(out, "test_points.json")).read())
         reached = next((p for p in points if p["test_accuracy"] >= args.time_to), None)
+        # Reported beside it, never instead: the first epoch whose flip-TTA accuracy reaches the target.
+        reached_tta = next((p for p in points if p.get("test_accuracy_tta", 0) >= args.time_to), None)
         result["time_to_target"] = {
             "target": args.time_to,
             "model": args.time_model,
@@ -95,13 +97,17 @@ def main() -> None:
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,
             "epoch": reached["epoch"] if reached else None,
+            "train_seconds_tta": round(reached_tta["train_seconds"], 1) if reached_tta else None,
+            "epoch_tta": reached_tta["epoch"] if reached_tta else None,
             "test_points": points,
         }
-        if reached:
-            print(f"time to {args.time_to:.0%}: {reached['train_seconds'] / 60:.1f} min (epoch {reached['epoch']})")
-        else:
-            best = max(p["test_accuracy"] for p in points)
-            print(f"{args.time_to:.0%} not reached in {args.epochs} epochs (best {best:.4f})")
+        for label, key, point in (("", "test_accuracy", reached), (" with flip-TTA", "test_accuracy_tta", reached_tta)):
+            if point:
+                minutes = point["train_seconds"] / 60
+                print(f"time to {args.time_to:.0%}{label}: {minutes:.1f} min (epoch {point['epoch']})")
+            else:
+                best = max(p[key] for p in points)
+                print(f"{args.time_to:.0%}{label} not reached in {args.epochs} epochs (best {best:.4f})")
     print(json.dumps(result))
 
 

@@ -135,9 +135,37 @@ def test_averaged_weights_go_to_validation_and_checkpoints_after_the_backup(tmp_
     names = lambda cbs: [type(cb).__name__ for cb in cbs]  # noqa: E731
     plain = names(training._callbacks(tmp_path, 10, None, (), tensorboard=False))
     assert "SwapEMAWeights" not in plain
-    order = names(training._callbacks(tmp_path, 10, object(), (1,), tensorboard=False, ema=True))
+    order = names(training._callbacks(tmp_path, 10, (None, None), (1,), tensorboard=False, ema=True))
     swap = order.index("SwapEMAWeights")
     assert order.index("BackupAndRestore") < swap < order.index("SafeCheckpoint") < order.index("TestAccuracyAt")
+
+
+def test_test_points_hold_plain_and_flip_tta_accuracy(tmp_path):
+    """Each test point has the plain accuracy and the mirrored-image average beside it.
+
+    The model sees only the left half of the image, so a mirror image changes its answer
+    and the two figures differ; they must equal what ``evaluate_model`` reports.
+    """
+    from cifarsep_lib import evaluation
+
+    keras.utils.set_random_seed(0)  # fixed weights: the two figures differ for this seed
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 32, 32, 3)).astype("uint8")
+    y = rng.integers(0, 10, size=64)
+    inputs = keras.Input((32, 32, 3))
+    left_half = keras.layers.Cropping2D(((0, 0), (0, 16)))(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(left_half))
+    model = keras.Model(inputs, outputs)
+    callback = training.TestAccuracyAt(x, y, epochs=(2,), log_path=tmp_path / "points.json", train_seconds=5.0)
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"epoch_seconds": 3.0})
+    assert callback.points == []  # epoch 1 is not a test point, but its time counts
+    callback.on_epoch_end(1, {"epoch_seconds": 4.0})
+    expected = evaluation.evaluate_model(model, x, y, tta=True)
+    (point,) = json.loads((tmp_path / "points.json").read_text())
+    assert point["epoch"] == 2 and point["train_seconds"] == 12.0
+    assert point["test_accuracy"] == expected["accuracy"]
+    assert point["test_accuracy_tta"] == expected["accuracy_tta"] != expected["accuracy"]
 
 
 def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path, fake_cifar):
