@@ -89,7 +89,9 @@ def main(argv=None) -> int:
     t.add_argument("--val-size", dest="val_size", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--out", default="runs/sepnet", help="folder for checkpoints and logs")
-    t.add_argument("--test-at", default="", help="comma-separated epochs at which to report test accuracy")
+    t.add_argument(
+        "--test-at", default="", help="comma-separated epochs at which to report test accuracy, plain and flip-TTA"
+    )
     t.add_argument("--no-tensorboard", action="store_true")
     t.add_argument("--deterministic", action="store_true", help="deterministic TensorFlow kernels (slower)")
     t.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 or 2")
