@@ -86,7 +86,7 @@ def main() -> None:
             points = json.loads(open(os.path.join(out, "test_points.json")).read())
         reached = next((p for p in points if p["test_accuracy"] >= args.time_to), None)
         # Reported beside it, never instead: the first epoch whose flip-TTA accuracy reaches the target.
-        reached_tta = next((p for p in points if p.get("test_accuracy_tta", 0) >= args.time_to), None)
+        reached_tta = next((p for p in points if p["test_accuracy_tta"] >= args.time_to), None)
         result["time_to_target"] = {
             "target": args.time_to,
             "model": args.time_model,
