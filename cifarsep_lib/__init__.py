@@ -1,10 +1,11 @@
 """cifarsep_lib: the helper library shared by the cifarsep notebooks.
 
-Modules: ``data`` (loading CIFAR-10), ``layers`` (SpatiallySeparableConv2D), ``models``
-(the base model and the series' SepNet), ``rules`` (the assignment's rules check),
-``training`` (the recipe and ``train()``), ``evaluation`` (predictions, test accuracy),
-``theory`` (convolution costs, rank-1 kernels, receptive fields), ``analysis``
-(confusions, calibration, saliency) and ``plots``.
+Modules: ``data`` (loading CIFAR-10), ``layers`` (SpatiallySeparableConv2D and a faster
+BatchNormalization), ``models`` (the base model and the series' SepNet), ``rules`` (the
+assignment's rules check), ``training`` (the recipe and ``train()``), ``evaluation``
+(predictions, test accuracy), ``speed`` (training and inference images/s), ``theory``
+(convolution costs, rank-1 kernels, receptive fields), ``analysis`` (confusions,
+calibration, saliency) and ``plots``.
 """
 
 __version__ = "0.1.0"

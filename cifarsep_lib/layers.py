@@ -1,10 +1,17 @@
-"""Custom layers: the spatially separable convolution.
+"""Custom layers: the spatially separable convolution, and a faster BatchNorm for TensorFlow.
 
 A k x k kernel that is the outer product of a column and a row (a *rank-1* kernel)
 can be applied as a k x 1 convolution followed by a 1 x k one. That costs 2k instead
 of k^2 weights per input/output channel pair. ``SpatiallySeparableConv2D`` is that pair
 of convolutions, written with ``keras.ops.conv`` so that it is not a ``Conv2D`` layer and
 runs under every Keras backend.
+
+``FusedBatchNormalization`` is Keras' ``BatchNormalization`` (same weights, same
+arithmetic) whose training steps on the TensorFlow backend run TensorFlow's fused
+batch-norm kernels: one op forwards and one backwards instead of the separate mean,
+variance and normalisation ops Keras 3 emits. On a CPU, where BatchNorm at high
+resolution is a large share of a small network's step, that is most of the gain
+(``benchmarks/``). It is the only TensorFlow-only code in the models.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
         kernel_size: k, the length of both the column and the row kernel.
         mid_filters: channels between the two convolutions (default: ``filters``).
         padding: ``"same"`` or ``"valid"``.
+        strides: s, the step of both convolutions along their own axis (the column
+            kernel steps s rows, the row kernel s columns), so the output is 1/s the size.
         use_bias: add a bias after the second convolution.
 
     With ``mid_filters == 1`` and one input channel the layer computes exactly a
@@ -36,6 +45,7 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
         padding: str = "same",
         use_bias: bool = True,
         kernel_initializer="he_normal",
+        strides: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -43,6 +53,7 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
         self.kernel_size = int(kernel_size)
         self.mid_filters = int(mid_filters or filters)
         self.padding = padding
+        self.strides = int(strides)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
@@ -62,19 +73,21 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs):
-        x = ops.conv(inputs, self.column_kernel, padding=self.padding)
-        x = ops.conv(x, self.row_kernel, padding=self.padding)
+        s = self.strides
+        x = ops.conv(inputs, self.column_kernel, strides=(s, 1), padding=self.padding)
+        x = ops.conv(x, self.row_kernel, strides=(1, s), padding=self.padding)
         if self.bias is not None:
             x = x + self.bias
         return x
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
-        if self.padding == "valid":
-            shrink = self.kernel_size - 1
-            h = None if h is None else h - shrink
-            w = None if w is None else w - shrink
-        return (n, h, w, self.filters)
+        shrink = self.kernel_size - 1 if self.padding == "valid" else 0
+
+        def size(length):  # the output length of a strided convolution
+            return None if length is None else (length - shrink + self.strides - 1) // self.strides
+
+        return (n, size(h), size(w), self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -83,6 +96,7 @@ class SpatiallySeparableConv2D(keras.layers.Layer):
             kernel_size=self.kernel_size,
             mid_filters=self.mid_filters,
             padding=self.padding,
+            strides=self.strides,
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
@@ -164,3 +178,64 @@ class GatedGELU(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] // 2)
+
+
+def _tf_fused_batch_norm(x, gamma, beta, epsilon):
+    """TensorFlow's fused training-mode batch norm: ``(normalised x, batch mean, batch variance)``.
+
+    The op normalises with the biased batch variance (divided by n, like Keras) but
+    returns the unbiased one (divided by n - 1); it is scaled back here, so the moving
+    statistics get exactly what Keras' own layer gives them.
+    """
+    import tensorflow as tf  # only reached under the TensorFlow backend
+
+    zeros = tf.zeros_like(gamma)
+    y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=gamma,
+        offset=beta,
+        mean=zeros,  # ignored in training mode, but the op wants tensors of the right shape
+        variance=zeros,
+        epsilon=epsilon,
+        exponential_avg_factor=1.0,
+        data_format="NHWC",
+        is_training=True,
+    )
+    n = tf.cast(tf.size(x) // tf.size(gamma), variance.dtype)
+    return y, mean, variance * (n - 1.0) / n
+
+
+@keras.saving.register_keras_serializable(package="cifarsep")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` that trains with TensorFlow's fused kernel.
+
+    Used only where it computes the same thing as the parent: TensorFlow backend,
+    training mode, 4-D float32 channels-last inputs, no mask, no renorm or
+    synchronisation, with both scale and centre. Everything else (inference, other
+    backends, where XLA fuses the parent's ops anyway) is the parent's code. Outputs,
+    gradients and moving statistics match the parent's to float32 rounding; weights and
+    config are the parent's, so a trained model's weights load into either.
+    """
+
+    def _fusable(self, inputs, training, mask) -> bool:
+        return (
+            bool(training)
+            and self.trainable
+            and keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and self.scale
+            and self.center
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        y, mean, variance = _tf_fused_batch_norm(inputs, self.gamma, self.beta, self.epsilon)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return y

@@ -9,10 +9,14 @@
   convolutions that downsamples early, because on a CPU the elementwise work at
   32x32 (BatchNorm, ReLU), not the multiply-adds, is what costs.
 * ``sepnet_fast()`` — SepNet's first, shallower version: faster per image, less accurate.
+* ``sepnet_fast_s2()`` — ``sepnet_fast()`` whose stem steps 2 pixels, so that nothing after
+  it runs at 32x32: the fastest to train on a CPU.
 * ``mixsepnet()`` — a network for GPUs: three blocks at the full 32x32 resolution and three
   at 16x16, each a mixed-kernel depthwise convolution, a gated 1x1 expansion and a
   depthwise separable projection. Far more work per image than SepNet, for accuracy.
 
+The series' own models normalise with ``layers.FusedBatchNormalization`` (Keras' layer,
+trained with TensorFlow's fused kernel where it applies); the base models keep Keras' own.
 All models take raw RGB images with pixel values 0-255 (float or uint8 cast to float)
 and accept any spatial size (``Input(shape=(None, None, 3))``).
 """
@@ -23,7 +27,7 @@ import keras
 from keras import layers
 
 from .data import NUM_CLASSES, TRAIN_MEAN, TRAIN_STD
-from .layers import GatedGELU, MixedDepthwiseConv2D, SpatiallySeparableConv2D
+from .layers import FusedBatchNormalization, GatedGELU, MixedDepthwiseConv2D, SpatiallySeparableConv2D
 
 
 def normalize_rgb(name: str = "normalize") -> layers.Layer:
@@ -76,7 +80,7 @@ def base_model_strict() -> keras.Model:
 
 
 def _bn_relu(x, name, momentum):
-    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -96,7 +100,7 @@ def _sep(x, filters, name, strides=1, kernel_size=3):
 def _residual_block(x, filters, name, bn_momentum):
     shortcut = x
     x = _bn_relu(_sep(x, filters, f"{name}_a"), f"{name}_a", bn_momentum)
-    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
+    x = FusedBatchNormalization(momentum=bn_momentum, name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -107,6 +111,7 @@ def sepnet(
     stem_mid_filters: int | None = 8,
     blocks: tuple[int, int, int] = (2, 2, 0),
     bn_momentum: float = 0.9,
+    stem_strides: int = 1,
     name: str = "sepnet",
 ) -> keras.Model:
     """The series' model: separable convolutions only, under 100K parameters.
@@ -129,10 +134,14 @@ def sepnet(
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
-    x = SpatiallySeparableConv2D(stem_filters, 3, mid_filters=stem_mid_filters, use_bias=False, name="stem")(x)
+    x = SpatiallySeparableConv2D(
+        stem_filters, 3, mid_filters=stem_mid_filters, strides=stem_strides, use_bias=False, name="stem"
+    )(x)
     x = _bn_relu(x, "stem", bn_momentum)
     for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
-        x = _bn_relu(_sep(x, filters, f"down{stage}", strides=2), f"down{stage}", bn_momentum)
+        # A strided stem has already halved the image: stage 1 then keeps its size.
+        strides = 1 if stage == 1 and stem_strides > 1 else 2
+        x = _bn_relu(_sep(x, filters, f"down{stage}", strides=strides), f"down{stage}", bn_momentum)
         for b in range(n_blocks):
             x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -157,6 +166,28 @@ def sepnet_fast() -> keras.Model:
     )
 
 
+def sepnet_fast_s2() -> keras.Model:
+    """``sepnet_fast()`` with a stride-2 stem and 32 stem channels (89,738 params).
+
+    The stem's 3x1 and 1x3 convolutions each step 2 pixels, so nothing runs at 32x32 but
+    those two convolutions (the 3x1 one on half the rows): the stem's BatchNorm and ReLU
+    work on 16x16 maps, and stage 1 is entered by a stride-1 separable convolution.
+    The stem gets 32 channels instead of 24 to carry the 27 values of each 3x3 patch
+    of RGB pixels. On the 2-core CPU a training step is 1.2-1.3x faster than
+    ``sepnet_fast()``'s (``scripts/benchmark_layers.py``), but it ends a little less accurate
+    on the same schedule (``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``).
+    """
+    return sepnet(
+        widths=(64, 128, 192),
+        stem_filters=32,
+        stem_mid_filters=None,
+        blocks=(1, 1, 0),
+        bn_momentum=0.99,
+        stem_strides=2,
+        name="sepnet_fast_s2",
+    )
+
+
 def _mix_block(x, dim, hidden, name, bn_momentum):
     """``x + BN(project(gate(expand(BN(mixed_depthwise(x))))))``, the residual branch starting at zero.
 
@@ -167,11 +198,11 @@ def _mix_block(x, dim, hidden, name, bn_momentum):
     """
     shortcut = x
     x = MixedDepthwiseConv2D(name=f"{name}_mixdw")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     x = layers.Dense(2 * hidden, name=f"{name}_expand")(x)  # 1x1: the pointwise half of the mixed depthwise conv
     x = GatedGELU(name=f"{name}_gate")(x)
     x = _sep(x, dim, f"{name}_project")
-    x = layers.BatchNormalization(momentum=bn_momentum, gamma_initializer="zeros", name=f"{name}_project_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, gamma_initializer="zeros", name=f"{name}_project_bn")(x)
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 
@@ -201,13 +232,13 @@ def mixsepnet(
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
     x = SpatiallySeparableConv2D(widths[0], 3, mid_filters=stem_mid_filters, use_bias=False, name="stem")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
     for stage, (dim, h, n_blocks) in enumerate(zip(widths, hidden, blocks, strict=True), start=1):
         if stage > 1:
             x = _bn_relu(_sep(x, dim, f"down{stage}", strides=2), f"down{stage}", bn_momentum)
         for b in range(n_blocks):
             x = _mix_block(x, dim, h, f"stage{stage}_block{b + 1}", bn_momentum)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="head_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, name="head_bn")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -217,6 +248,7 @@ MODELS = {
     "sepnet": sepnet,
     "mixsepnet": mixsepnet,
     "sepnet_fast": sepnet_fast,
+    "sepnet_fast_s2": sepnet_fast_s2,
     "base_model": base_model,
     "base_model_strict": base_model_strict,
 }

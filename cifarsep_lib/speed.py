@@ -1,7 +1,7 @@
 """Throughput measurements: training and inference images/s of a model on this machine.
 
-Used by notebook 04 (to choose mixed precision and XLA on the current device) and by
-``scripts/benchmark.py``. Each measurement builds a fresh model, warms it up (the
+Used by notebook 04 (to choose mixed precision and XLA on the current device), by
+``scripts/benchmark.py`` and by ``scripts/benchmark_layers.py``. Each measurement builds a fresh model, warms it up (the
 first steps trace and compile) and then times whole steps on random images.
 """
 
@@ -52,6 +52,31 @@ def training_throughput(
         return batch_size * steps / (time.perf_counter() - start)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, warmup_steps: int = 3, seed: int = 0):
+    """Seconds per training step of each model in ``models`` (name -> built model), interleaved.
+
+    The models take turns, one step each, in alternating order every round, on the same
+    random batch: a shared machine whose speed drifts (this 2-core one does, between
+    about 250 and 500 images/s for the same model) slows all of them alike, so the
+    ratios of their medians compare like with like where separate runs would not.
+    Each model is compiled with the series' recipe. Returns name -> array of ``rounds``
+    step times.
+    """
+    x, y = _images(batch_size, seed=seed)
+    for model in models.values():
+        training.compile_model(model, training.Recipe(batch_size=batch_size), steps_per_epoch=100)
+        for _ in range(warmup_steps):  # the first steps trace the graph
+            model.train_on_batch(x, y)
+    times = {name: [] for name in models}
+    order = list(models)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            models[name].train_on_batch(x, y)
+            times[name].append(time.perf_counter() - start)
+    return {name: np.array(t) for name, t in times.items()}
 
 
 def inference_throughput(model, batch_size: int = 500, batches: int = 10) -> float:

@@ -205,7 +205,7 @@ def _square(value, what: str, layer) -> int:
 def _geometry(layer) -> tuple[int, int, str]:
     """(effective kernel size, stride, padding) of a layer that moves a window over the image."""
     if isinstance(layer, SpatiallySeparableConv2D):
-        return layer.kernel_size, 1, layer.padding
+        return layer.kernel_size, layer.strides, layer.padding
     if isinstance(layer, _CONVS):
         k = _square(layer.kernel_size, "kernel", layer)
         d = _square(layer.dilation_rate, "dilation", layer)
@@ -324,7 +324,8 @@ def layer_costs(model, input_size: int = 32) -> list[dict]:
         elif isinstance(layer, keras.layers.Conv2D):
             mult_adds = out_positions * taps * c_in * c_out
         elif isinstance(layer, SpatiallySeparableConv2D):
-            mult_adds = out_positions * layer.kernel_size * layer.mid_filters * (c_in + c_out)
+            # The k x 1 step strides only down the rows, so it runs at s times the output's positions.
+            mult_adds = out_positions * layer.kernel_size * layer.mid_filters * (layer.strides * c_in + c_out)
         elif isinstance(layer, keras.layers.Dense):
             mult_adds = c_in * c_out
         rows.append(

@@ -39,7 +39,7 @@ def test_base_model_breaks_rule_three_and_strict_variant_does_not():
     assert strict.params == 32_261 + 96 and strict.conv2d == []
 
 
-@pytest.mark.parametrize("name", ["sepnet", "mixsepnet", "sepnet_fast", "base_model_strict"])
+@pytest.mark.parametrize("name", ["sepnet", "mixsepnet", "sepnet_fast", "sepnet_fast_s2", "base_model_strict"])
 def test_shipped_architectures_pass_the_rules(name):
     report = rules.check_rules(models.build(name), verbose=False)
     assert report.passed
@@ -79,6 +79,31 @@ def test_spatially_separable_equals_rank1_convolution():
     full_kernel = np.outer(column, row).reshape(5, 5, 1, 1)
     expected = ops.convert_to_numpy(ops.conv(image, full_kernel, padding="same"))
     np.testing.assert_allclose(ops.convert_to_numpy(layer(image)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_strided_spatially_separable_equals_strided_rank1_convolution(padding):
+    """Stride s on both steps is the k x k rank-1 convolution with stride s (odd sizes too)."""
+    rng = np.random.default_rng(7)
+    column, row = rng.normal(size=3).astype("float32"), rng.normal(size=3).astype("float32")
+    layer = layers.SpatiallySeparableConv2D(1, 3, mid_filters=1, use_bias=False, strides=2, padding=padding)
+    image = rng.normal(size=(2, 15, 12, 1)).astype("float32")
+    layer(image)
+    layer.set_weights([column.reshape(3, 1, 1, 1), row.reshape(1, 3, 1, 1)])
+    full_kernel = np.outer(column, row).reshape(3, 3, 1, 1)
+    expected = ops.convert_to_numpy(ops.conv(image, full_kernel, strides=2, padding=padding))
+    out = ops.convert_to_numpy(layer(image))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert layer.compute_output_shape(image.shape) == out.shape
+    assert layers.SpatiallySeparableConv2D.from_config(layer.get_config()).strides == 2
+
+
+def test_strided_stem_halves_the_image_before_stage_one():
+    model = models.sepnet_fast_s2()
+    assert model.get_layer("stem").compute_output_shape((1, 32, 32, 3)) == (1, 16, 16, 32)
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in ("stem", "down1", "down2", "down3")])
+    sizes = [o.shape[1] for o in probe(np.zeros((1, 32, 32, 3), "float32"))]
+    assert sizes == [16, 16, 8, 4]  # stage 1 keeps the stem's 16x16, later stages halve as before
 
 
 def test_spatially_separable_params_and_valid_padding():
@@ -135,3 +160,58 @@ def test_mixsepnet_round_trips_through_keras_file(tmp_path):
     x = np.random.default_rng(3).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     assert rules.conv2d_layers(loaded) == []
+
+
+def _batch_norm_pair(momentum=0.5, channels=6, rank=4):
+    """A Keras BatchNormalization and a FusedBatchNormalization with the same (non-default) weights."""
+    rng = np.random.default_rng(4)
+    gamma, beta = rng.normal(1, 0.3, channels).astype("float32"), rng.normal(0, 0.3, channels).astype("float32")
+    pair = keras.layers.BatchNormalization(momentum=momentum), layers.FusedBatchNormalization(momentum=momentum)
+    for bn in pair:
+        bn.build((None,) * (rank - 1) + (channels,))
+        bn.gamma.assign(gamma)
+        bn.beta.assign(beta)
+    return pair
+
+
+def test_fused_batch_norm_trains_like_keras_batch_norm():
+    """Same outputs, gradients and moving statistics as the parent, in training and inference mode."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the fused kernel is TensorFlow's; other backends run the parent's code")
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(5).normal(2, 3, size=(8, 5, 5, 6)).astype("float32"))
+    reference, fused = _batch_norm_pair()
+    assert fused._fusable(x, True, None) and not fused._fusable(x, False, None)
+    grads, outputs = [], []
+    for bn in (reference, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bn(x, training=True)
+            loss = tf.reduce_sum(y * y * x)  # weights every output differently
+        outputs.append(y.numpy())
+        grads.append([g.numpy() for g in tape.gradient(loss, [x, bn.gamma, bn.beta])])
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    for g_fused, g_reference in zip(grads[1], grads[0], strict=True):
+        np.testing.assert_allclose(g_fused, g_reference, rtol=1e-4, atol=1e-3)
+    # The moving statistics moved (momentum 0.5) and moved alike: the biased batch variance.
+    np.testing.assert_allclose(fused.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-6)
+    assert not np.allclose(fused.moving_variance.numpy(), 1.0)
+    np.testing.assert_allclose(fused(x).numpy(), reference(x).numpy(), atol=1e-5)
+
+
+def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
+    reference, fused = _batch_norm_pair(channels=4, rank=3)
+    x = np.random.default_rng(6).normal(size=(3, 7, 4)).astype("float32")  # 3-D: not the fused kernel's layout
+    assert not fused._fusable(x, True, None)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(fused(x, training=True)), ops.convert_to_numpy(reference(x, training=True)), atol=1e-6
+    )
+
+
+def test_series_models_use_the_fused_batch_norm_and_the_base_model_keeps_keras_own():
+    for name in ("sepnet", "sepnet_fast", "mixsepnet"):
+        norms = [layer for layer in models.build(name).layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(isinstance(layer, layers.FusedBatchNormalization) for layer in norms), name
+    assert not any(isinstance(layer, layers.FusedBatchNormalization) for layer in models.base_model().layers)

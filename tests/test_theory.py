@@ -189,22 +189,40 @@ def _linear_chain():
     return keras.Model(inputs, x)
 
 
+def _measured_support(model, size: int = 64) -> np.ndarray:
+    """The input columns whose pixels change the output value in the middle of the map."""
+    batch = np.zeros((size, size, size, 1), "float32")
+    for c in range(size):
+        batch[c, :, c] = 1.0
+    out = ops.convert_to_numpy(model(batch))
+    centre = out.shape[2] // 2
+    return np.flatnonzero(np.abs(out[:, centre, centre, 0]) > 0)
+
+
 def test_receptive_field_equals_measured_support():
     model = _linear_chain()
     rows = theory.receptive_fields(model, input_size=64)
     rf, jump = rows[-1]["rf"], rows[-1]["jump"]
     # 1 +2 (3x3) =3, +1 (pool 2) =4, +2*2 (3x3 at jump 2) =8, +2*2 =12, +(5-1)*4 (dilated 3x3) =28.
     assert (rf, jump) == (28, 4)
-    # Measure it: which input columns change the output value in the middle?
-    size = 64
-    batch = np.zeros((size, size, size, 1), "float32")
-    for c in range(size):
-        batch[c, :, c] = 1.0
-    out = ops.convert_to_numpy(model(batch))
-    centre = out.shape[2] // 2
-    touched = np.flatnonzero(np.abs(out[:, centre, centre, 0]) > 0)
+    touched = _measured_support(model)
     assert len(touched) == rf
     assert touched[-1] - touched[0] + 1 == rf
+
+
+def test_strided_spatially_separable_receptive_field_and_cost():
+    inputs = keras.Input(shape=(None, None, 1))
+    x = SpatiallySeparableConv2D(2, 3, strides=2, kernel_initializer="ones")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same", depthwise_initializer="ones")(x)
+    model = keras.Model(inputs, x)
+    rows = theory.receptive_fields(model, input_size=64)
+    assert (rows[1]["rf"], rows[1]["jump"]) == (3, 2) and (rows[-1]["rf"], rows[-1]["jump"]) == (7, 2)
+    assert len(_measured_support(model)) == 7
+    # The stride-2 stem of sepnet_fast_s2 on a 32x32 image: the 3x1 step (3 -> 32 channels) at
+    # 16x32 positions, the 1x3 step (32 -> 32) at 16x16.
+    stem = {r["name"]: r for r in theory.layer_costs(models.sepnet_fast_s2())}["stem"]
+    assert stem["output_shape"] == (16, 16, 32)
+    assert stem["mult_adds"] == 16 * 32 * 3 * 3 * 32 + 16 * 16 * 3 * 32 * 32
 
 
 def test_unknown_spatial_layer_is_refused():

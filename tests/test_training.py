@@ -376,3 +376,22 @@ def test_auto_jit_compile_resolves_per_backend_instead_of_reading_as_true(monkey
     monkeypatch.setattr(training, "compile_model", lambda *a, **k: seen.append(compile_model(*a, **k)) or seen[-1])
     speed.training_throughput("sepnet_fast", batch_size=8, steps=1, warmup_steps=1)
     assert seen[0].jit_compile is expected
+
+
+def test_paired_step_times_train_every_model_in_turn():
+    """One step time per round for each model, and each model really trained (its weights moved)."""
+    from cifarsep_lib import speed
+
+    def tiny(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+    built = {"a": tiny(0), "b": tiny(1)}
+    before = {name: [w.copy() for w in m.get_weights()] for name, m in built.items()}
+    times = speed.paired_step_times(built, batch_size=8, rounds=3, warmup_steps=1)
+    assert list(times) == ["a", "b"]
+    assert all(len(t) == 3 and (t > 0).all() for t in times.values())
+    for name, model in built.items():
+        assert not np.allclose(model.get_weights()[0], before[name][0]), name
