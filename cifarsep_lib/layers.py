@@ -9,9 +9,10 @@ runs under every Keras backend.
 ``FusedBatchNormalization`` is Keras' ``BatchNormalization`` (same weights, same
 arithmetic) whose training steps on the TensorFlow backend run TensorFlow's fused
 batch-norm kernels: one op forwards and one backwards instead of the separate mean,
-variance and normalisation ops Keras 3 emits. On a CPU, where BatchNorm at high
-resolution is a large share of a small network's step, that is most of the gain
-(``benchmarks/``). It is the only TensorFlow-only code in the models.
+variance and normalisation ops Keras 3 emits. On the 2-core development CPU that makes
+a training step of ``sepnet_fast`` about 6 % faster (``scripts/benchmark_layers.py``,
+``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``). It is the only
+TensorFlow-only code in the models.
 """
 
 from __future__ import annotations

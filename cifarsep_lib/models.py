@@ -10,7 +10,7 @@
   32x32 (BatchNorm, ReLU), not the multiply-adds, is what costs.
 * ``sepnet_fast()`` — SepNet's first, shallower version: faster per image, less accurate.
 * ``sepnet_fast_s2()`` — ``sepnet_fast()`` whose stem steps 2 pixels, so that nothing after
-  it runs at 32x32: the fastest to train on a CPU.
+  it runs at 32x32: the fastest per training step on a CPU, a little less accurate per epoch.
 * ``mixsepnet()`` — a network for GPUs: three blocks at the full 32x32 resolution and three
   at 16x16, each a mixed-kernel depthwise convolution, a gated 1x1 expansion and a
   depthwise separable projection. Far more work per image than SepNet, for accuracy.
