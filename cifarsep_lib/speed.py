@@ -1,8 +1,9 @@
 """Throughput measurements: training and inference images/s of a model on this machine.
 
 Used by notebook 04 (to choose mixed precision and XLA on the current device), by
-``scripts/benchmark.py`` and by ``scripts/benchmark_layers.py``. Each measurement builds a fresh model, warms it up (the
-first steps trace and compile) and then times whole steps on random images.
+``scripts/benchmark.py`` and by ``scripts/benchmark_layers.py``. Each measurement warms
+a model up (the first steps trace and compile) and then times whole steps on random
+images; ``training_throughput`` builds a fresh model, ``paired_step_times`` takes built ones.
 """
 
 from __future__ import annotations

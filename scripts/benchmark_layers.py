@@ -46,7 +46,7 @@ def paired(names: list[str], rounds: int) -> None:
         built[name] = models.build(name)
         built[f"{name}+kerasbn"] = with_keras_batchnorm(models.build(name))
     times = speed.paired_step_times(built, rounds=rounds)
-    first = np.array(times[names[0]])
+    first = times[names[0]]
     print(f"paired training steps, batch 256, {rounds} rounds (ratio: median of step-by-step speed vs {names[0]})")
     for name, t in times.items():
         print(
