@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .data import CLASS_NAMES, NUM_CLASSES
-from .evaluation import prepare_images
+from .evaluation import predict_array, prepare_images
 from .plots import image_grid
 
 
@@ -260,7 +260,7 @@ def saliency_maps(model, images, classes=None, batch_size: int = 64) -> np.ndarr
     single = np.asarray(images).ndim == 3
     x = prepare_images(images)
     if classes is None:
-        classes = np.asarray(model.predict(x, batch_size=batch_size, verbose=0)).argmax(axis=1)
+        classes = np.asarray(predict_array(model, x, batch_size)).argmax(axis=1)
     classes = _labels(classes)
     if classes.size == 1 and len(x) > 1:
         classes = np.repeat(classes, len(x))

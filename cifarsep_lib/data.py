@@ -12,6 +12,8 @@ Sources, in order of precedence:
    checks its published MD5 hash and caches it under ``~/.keras/datasets``).
 
 Nothing is unpickled: the binary layout is parsed with numpy only.
+
+``without_autotune`` is the one option every ``tf.data`` pipeline of the series sets.
 """
 
 from __future__ import annotations
@@ -181,6 +183,28 @@ def load_cifar10(data_dir: str | Path | None = None):
     if folder is None:
         folder = download_official()
     return load_from_folder(folder)
+
+
+def without_autotune(dataset):
+    """``dataset`` with tf.data's autotuning thread switched off (TensorFlow only).
+
+    Why: with autotuning on, ``fit`` sometimes sat idle for seconds after the last
+    step of a pass over a ``tf.data`` dataset, at random: 6-8 s after 12-15 s of steps
+    in short fits on this 2-core CPU; ``predict`` on an array (Keras builds such a
+    pipeline for it) once took 10.4 s instead of ~5.5 (``scripts/
+    benchmark_input_pipeline.py`` measures both). Deleting an iterator seems to wait
+    for the autotuning thread's next wake-up, and in TensorFlow's source that thread
+    sleeps for periods that double as it runs, up to a minute. ``fit`` makes a new
+    iterator every epoch, so real epochs paid it too. ``AUTOTUNE`` buffer sizes and
+    parallelism then take tf.data's fixed defaults, which fed augmented batches as fast
+    here (13,000-21,000 images/s, far more than training consumes).
+    ``training.make_dataset`` and ``evaluation.predict_array`` use it.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def train_val_split(x, y, val_size: int = 5_000, seed: int = 0):

@@ -52,15 +52,30 @@ def prepare_images(images) -> np.ndarray:
     return arr
 
 
+def predict_array(model, x, batch_size: int = 500) -> np.ndarray:
+    """``model.predict`` on an array of prepared images, in batches of ``batch_size``.
+
+    Under TensorFlow the array goes through a ``tf.data`` pipeline without autotuning
+    (``data.without_autotune``): given the array itself, ``predict`` builds one with
+    autotuning on, which at random idles for seconds after the last batch.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    import tensorflow as tf
+
+    batches = cdata.without_autotune(tf.data.Dataset.from_tensor_slices(x).batch(batch_size))
+    return model.predict(batches, verbose=0)
+
+
 def predict(model, images, tta: bool = False, batch_size: int = 500) -> np.ndarray:
     """Class probabilities ``(N, 10)`` for ``images`` (see ``prepare_images``).
 
     With ``tta=True`` the prediction is the mean over the image and its mirror image.
     """
     x = prepare_images(images)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = predict_array(model, x, batch_size)
     if tta:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+        probs = (probs + predict_array(model, x[:, :, ::-1], batch_size)) / 2
     return probs
 
 
@@ -80,7 +95,7 @@ def load_model(path) -> keras.Model:
 def evaluate_model(model, x_test, y_test, tta: bool = False, batch_size: int = 500) -> dict:
     """Test accuracy (and flip-TTA accuracy when asked), parameters and Conv2D count."""
     x = prepare_images(x_test)  # once, for both the plain and the mirrored pass
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = predict_array(model, x, batch_size)
     report = rules.rules_report(model)
     result = {
         "model": model.name,
@@ -90,7 +105,7 @@ def evaluate_model(model, x_test, y_test, tta: bool = False, batch_size: int = 5
         "test_images": int(len(x_test)),
     }
     if tta:
-        flipped = model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)
+        flipped = predict_array(model, x[:, :, ::-1], batch_size)
         result["accuracy_tta"] = accuracy((probs + flipped) / 2, y_test)
     return result
 

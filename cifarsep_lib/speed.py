@@ -13,8 +13,8 @@ import time
 import keras
 import numpy as np
 
+from . import evaluation, training
 from . import models as cmodels
-from . import training
 
 
 def _images(n: int, seed: int = 0, size: int = 32):
@@ -50,10 +50,10 @@ def training_throughput(
         labels, warm = y.argmax(axis=1), batch_size * warmup_steps
         # Fed through the series' own input pipeline, not as arrays: for arrays, fit builds a
         # tf.data pipeline with autotuning on, which at random idled for seconds after the
-        # last step and halved this figure (see ``training.without_autotune``).
-        model.fit(training.make_dataset(x[:warm], labels[:warm], batch_size), verbose=0)
+        # last step and halved this figure (see ``data.without_autotune``).
+        model.fit(training.make_dataset(x[:warm], labels[:warm], batch_size), shuffle=False, verbose=0)
         start = time.perf_counter()
-        model.fit(training.make_dataset(x[warm:], labels[warm:], batch_size), verbose=0)
+        model.fit(training.make_dataset(x[warm:], labels[warm:], batch_size), shuffle=False, verbose=0)
         return batch_size * steps / (time.perf_counter() - start)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -87,7 +87,7 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
 def inference_throughput(model, batch_size: int = 500, batches: int = 10) -> float:
     """Inference images/s of a built or loaded ``model`` (after one warm-up batch)."""
     x, _ = _images(batch_size * (batches + 1))
-    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    evaluation.predict_array(model, x[:batch_size], batch_size)
     start = time.perf_counter()
-    model.predict(x[batch_size:], batch_size=batch_size, verbose=0)
+    evaluation.predict_array(model, x[batch_size:], batch_size)
     return batch_size * batches / (time.perf_counter() - start)

@@ -343,26 +343,6 @@ def build_before_fit(model: keras.Model, dataset) -> None:
     model.evaluate(dataset, verbose=0)
 
 
-def without_autotune(dataset):
-    """``dataset`` with tf.data's autotuning thread switched off (TensorFlow only).
-
-    Why: with autotuning on, ``fit`` sometimes sat idle for seconds after the last
-    step of a pass over a ``tf.data`` dataset, at random: 8-10 s after 11 s of steps
-    in short fits on this 2-core CPU (``scripts/benchmark_input_pipeline.py``
-    measures it). Deleting an iterator seems to wait for the autotuning thread's next
-    wake-up, and in TensorFlow's source that thread sleeps for periods that double as
-    it runs, up to a minute. ``fit`` makes a new iterator every epoch, so real epochs
-    paid it too. ``AUTOTUNE`` buffer sizes and parallelism then take tf.data's fixed
-    defaults, which fed augmented batches as fast here (15,000-17,000 images/s, far
-    more than training consumes).
-    """
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
-
-
 def make_dataset(
     x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1, low_res=None
 ):
@@ -373,7 +353,7 @@ def make_dataset(
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step) with tf.data's autotuning switched off,
-    see ``without_autotune``; under JAX or PyTorch it is a
+    see ``data.without_autotune``; under JAX or PyTorch it is a
     ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads. One is enough:
     the augmentation runs in large chunks and is serialised anyway (four were no faster on
     an H100); with more, see ``build_before_fit``.
@@ -389,7 +369,7 @@ def make_dataset(
             ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         if low_res is not None:
             ds = ds.map(lambda a, b: (low_res.downscale_tf(a), b), num_parallel_calls=tf.data.AUTOTUNE)
-        return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
+        return cdata.without_autotune(ds.prefetch(tf.data.AUTOTUNE))
     return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res)
 
 

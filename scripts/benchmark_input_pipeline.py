@@ -5,12 +5,15 @@ Usage:
 
 One compiled model is trained on the same random images (``--steps`` batches of 256), as a
 ``tf.data`` dataset with autotuning on (tf.data's default) and the same dataset through
-``training.without_autotune`` (what ``training.make_dataset`` returns), taking turns, one
+``data.without_autotune`` (what ``training.make_dataset`` returns), taking turns, one
 ``fit`` call each per round. For every call it prints images/s, the seconds from the start
 of training to the last step's end ("steps"), the seconds ``fit`` took to return after
 training ended ("after"), and the process's CPU time over wall time (2.0 = both cores
-busy). Then, for the input pipeline alone, images/s of the augmented training pipeline
-(45,000 images) with autotuning on and off. TensorFlow backend only.
+busy). Then inference the same way: ``predict`` on an array of 10,000 random images
+(Keras builds its own pipeline, autotuning on) and ``evaluation.predict_array`` (the
+same through a pipeline without autotuning), taking turns. Last, for the input pipeline
+alone, images/s of the augmented training pipeline (45,000 images) with autotuning on and
+off. TensorFlow backend only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifarsep_lib import models, speed, training
+from cifarsep_lib import data, evaluation, models, speed, training
 
 
 class StepClock(keras.callbacks.Callback):
@@ -71,7 +74,7 @@ def main() -> None:
     training.compile_model(model, training.Recipe(model=args.model), steps_per_epoch=100)
     x, y = speed._images(256 * args.steps)
     autotuned = tf.data.Dataset.from_tensor_slices((x, y)).batch(256).prefetch(tf.data.AUTOTUNE)
-    variants = {"autotune on": autotuned, "autotune off": training.without_autotune(autotuned)}
+    variants = {"autotune on": autotuned, "autotune off": data.without_autotune(autotuned)}
     model.fit(autotuned.take(2), verbose=0)  # trace and compile
     print(f"{args.model}: fit on {args.steps} batches of 256 random images, {args.rounds} rounds, taking turns")
     results = {name: [] for name in variants}
@@ -91,6 +94,24 @@ def main() -> None:
             f"{name:12s}: median {np.median(ips):.0f} images/s (min {min(ips):.0f}, max {max(ips):.0f}); "
             f"{idle} of {len(ms)} fits idled > 1 s after training ended"
         )
+
+    test_images, _ = speed._images(10_000)
+    predictors = {
+        "predict(array), autotune on": lambda: model.predict(test_images, batch_size=500, verbose=0),
+        "predict_array, autotune off": lambda: evaluation.predict_array(model, test_images, 500),
+    }
+    for run in predictors.values():  # trace the predict step
+        run()
+    print(f"Inference on 10,000 random images, batches of 500, {args.rounds} rounds, taking turns:")
+    seconds = {name: [] for name in predictors}
+    for r in range(args.rounds):
+        for name, run in predictors.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+            print(f"round {r + 1}  {name:28s}  {seconds[name][-1]:5.2f} s", flush=True)
+    for name, s in seconds.items():
+        print(f"{name:28s}: median {np.median(s):.2f} s (min {min(s):.2f}, max {max(s):.2f})")
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (45_000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 45_000)

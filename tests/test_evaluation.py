@@ -49,6 +49,23 @@ def test_predict_returns_probabilities_and_tta_averages():
     np.testing.assert_allclose(evaluation.predict(model, x, tta=True), (p + flipped) / 2, atol=1e-5)
 
 
+def test_predict_array_matches_keras_predict_in_every_batching(monkeypatch):
+    """The same probabilities as ``model.predict`` on the array, with a last partial batch;
+    under TensorFlow fed by a ``tf.data`` pipeline whose autotuning is off."""
+    import keras
+
+    model = models.sepnet_fast()
+    x = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3)).astype("float32")
+    expected = model.predict(x, batch_size=7, verbose=0)
+    np.testing.assert_allclose(evaluation.predict_array(model, x, batch_size=3), expected, atol=1e-5)
+    if keras.backend.backend() == "tensorflow":
+        given = []
+        predict = model.predict
+        monkeypatch.setattr(model, "predict", lambda data, **kw: given.append(data) or predict(data, **kw))
+        evaluation.predict_array(model, x, batch_size=3)
+        assert given[0].options().autotune.enabled is False
+
+
 def test_saved_model_reloads_in_fresh_process_with_identical_predictions(tmp_path):
     model = models.sepnet()
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)

@@ -106,6 +106,22 @@ def test_chunked_augmentation_keeps_every_label_with_its_image():
     assert calls == [48, 48, 4] * 2  # three chunks per epoch of 7 batches (16 x 6 + 4 images)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data pipelines are TensorFlow's")
+def test_tf_data_pipelines_run_without_autotuning():
+    """With tf.data's autotuning on, fit sometimes idled for seconds after a pass
+    (``data.without_autotune``): the training and validation pipelines switch it off,
+    and still yield every image once per pass, with its label."""
+    labels = np.arange(20) % 10
+    x = np.broadcast_to((labels * 20).reshape(-1, 1, 1, 1), (20, 32, 32, 3)).astype("uint8")
+    train = training.make_dataset(x, labels, 8, training.augmentation(seed=0), shuffle=True)
+    for ds in (train, training.make_dataset(x, labels, 8)):
+        assert ds.options().autotune.enabled is False
+        batches = [(images.numpy(), onehot.numpy().argmax(1)) for images, onehot in ds]
+        for images, batch_labels in batches:
+            np.testing.assert_allclose(images[:, 0, 0, 0], batch_labels * 20, atol=1e-3)
+        assert sorted(np.concatenate([b for _, b in batches]).tolist()) == sorted(labels.tolist())
+
+
 def test_augmentation_adds_rotation_only_when_asked():
     names = lambda aug: [type(layer).__name__ for layer in aug.layers]  # noqa: E731
     assert names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
