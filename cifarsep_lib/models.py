@@ -79,8 +79,13 @@ def base_model_strict() -> keras.Model:
     return _base_network(strict=True)
 
 
-def _bn_relu(x, name, momentum):
-    x = FusedBatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+def _batch_norm_layer(fused: bool) -> type[layers.BatchNormalization]:
+    """The series' BatchNorm: ``FusedBatchNormalization``, or Keras' own to compare against it."""
+    return FusedBatchNormalization if fused else layers.BatchNormalization
+
+
+def _bn_relu(x, name, momentum, fused=True):
+    x = _batch_norm_layer(fused)(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -97,10 +102,10 @@ def _sep(x, filters, name, strides=1, kernel_size=3):
     )(x)
 
 
-def _residual_block(x, filters, name, bn_momentum):
+def _residual_block(x, filters, name, bn_momentum, fused):
     shortcut = x
-    x = _bn_relu(_sep(x, filters, f"{name}_a"), f"{name}_a", bn_momentum)
-    x = FusedBatchNormalization(momentum=bn_momentum, name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
+    x = _bn_relu(_sep(x, filters, f"{name}_a"), f"{name}_a", bn_momentum, fused)
+    x = _batch_norm_layer(fused)(momentum=bn_momentum, name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -113,6 +118,7 @@ def sepnet(
     bn_momentum: float = 0.9,
     stem_strides: int = 1,
     name: str = "sepnet",
+    fused_batchnorm: bool = True,
 ) -> keras.Model:
     """The series' model: separable convolutions only, under 100K parameters.
 
@@ -130,26 +136,27 @@ def sepnet(
     channels because its output is a full 32x32 map that costs memory traffic forwards and
     backwards. BatchNorm uses ``bn_momentum`` 0.9 instead of Keras' 0.99 so that its
     running statistics (used for validation) keep up with weights that move fast at the
-    recipe's high learning rate.
+    recipe's high learning rate. ``fused_batchnorm=False`` builds the same network with
+    Keras' own ``BatchNormalization`` instead of ``layers.FusedBatchNormalization``.
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
     x = SpatiallySeparableConv2D(
         stem_filters, 3, mid_filters=stem_mid_filters, strides=stem_strides, use_bias=False, name="stem"
     )(x)
-    x = _bn_relu(x, "stem", bn_momentum)
+    x = _bn_relu(x, "stem", bn_momentum, fused_batchnorm)
     for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
         # A strided stem has already halved the image: stage 1 then keeps its size.
         strides = 1 if stage == 1 and stem_strides > 1 else 2
-        x = _bn_relu(_sep(x, filters, f"down{stage}", strides=strides), f"down{stage}", bn_momentum)
+        x = _bn_relu(_sep(x, filters, f"down{stage}", strides=strides), f"down{stage}", bn_momentum, fused_batchnorm)
         for b in range(n_blocks):
-            x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum)
+            x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum, fused_batchnorm)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def sepnet_fast() -> keras.Model:
+def sepnet_fast(fused_batchnorm: bool = True) -> keras.Model:
     """SepNet's first, shallower version: faster on a CPU, less accurate (87,706 params).
 
     Widths (64, 128, 192), one residual block in stages 1 and 2, a stem whose two
@@ -163,10 +170,11 @@ def sepnet_fast() -> keras.Model:
         blocks=(1, 1, 0),
         bn_momentum=0.99,
         name="sepnet_fast",
+        fused_batchnorm=fused_batchnorm,
     )
 
 
-def sepnet_fast_s2() -> keras.Model:
+def sepnet_fast_s2(fused_batchnorm: bool = True) -> keras.Model:
     """``sepnet_fast()`` with a stride-2 stem and 32 stem channels (89,738 params).
 
     The stem's 3x1 and 1x3 convolutions each step 2 pixels, so nothing runs at 32x32 but
@@ -185,6 +193,7 @@ def sepnet_fast_s2() -> keras.Model:
         bn_momentum=0.99,
         stem_strides=2,
         name="sepnet_fast_s2",
+        fused_batchnorm=fused_batchnorm,
     )
 
 
@@ -254,9 +263,19 @@ MODELS = {
 }
 
 
-def build(name: str) -> keras.Model:
-    """Build a model of the series by name (see ``MODELS``)."""
+def build(name: str, fused_batchnorm: bool = True) -> keras.Model:
+    """Build a model of the series by name (see ``MODELS``).
+
+    ``fused_batchnorm=False`` gives a SepNet model Keras' own ``BatchNormalization`` instead
+    of ``layers.FusedBatchNormalization``, to compare the two (the base models always have
+    Keras' own).
+    """
     try:
-        return MODELS[name]()
+        factory = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    if fused_batchnorm:
+        return factory()
+    if not name.startswith("sepnet"):
+        raise ValueError(f"only the SepNet models have a variant with Keras' BatchNorm, not {name!r}")
+    return factory(fused_batchnorm=False)

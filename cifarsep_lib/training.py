@@ -57,6 +57,7 @@ class Recipe:
     ema_momentum: float | None = None  # average the weights (see compile_model); None: off
     low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
     low_res_size: int = 16  # their size in pixels
+    fused_batchnorm: bool = True  # False: SepNet with Keras' own BatchNormalization (same arithmetic, slower)
 
 
 def assignment_recipe(**overrides) -> Recipe:
@@ -676,7 +677,7 @@ def train(
     with distribution_scope(distribution) as replicas:
         if replicas > 1 and keras.backend.backend() == "jax":
             _check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
-        model = compile_model(cmodels.build(recipe.model), recipe, steps)
+        model = compile_model(cmodels.build(recipe.model, fused_batchnorm=recipe.fused_batchnorm), recipe, steps)
 
         device = describe_device()
         print(f"Training {recipe.model} ({model.count_params():,} params) on {device}")

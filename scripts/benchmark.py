@@ -36,6 +36,11 @@ def main() -> None:
     parser.add_argument("--time-model", default="sepnet", help="model trained in the time-to-target run")
     parser.add_argument("--ema", type=float, default=None, help="weight-averaging momentum of that run (default: off)")
     parser.add_argument(
+        "--keras-batchnorm",
+        action="store_true",
+        help="train that run's SepNet with Keras' BatchNormalization instead of the fused one",
+    )
+    parser.add_argument(
         "--low-res-sizes", type=int, nargs="*", default=[], help="also time training on images of these sizes"
     )
     parser.add_argument("--low-res-epochs", type=int, default=0, help="that run's epochs on downscaled images")
@@ -79,6 +84,7 @@ def main() -> None:
             ema_momentum=args.ema,
             low_res_epochs=args.low_res_epochs,
             low_res_size=args.low_res_size,
+            fused_batchnorm=not args.keras_batchnorm,
         )
         with tempfile.TemporaryDirectory() as out:
             callback_epochs = range(1, args.epochs + 1)
@@ -94,6 +100,7 @@ def main() -> None:
             "ema_momentum": args.ema,
             "low_res_epochs": args.low_res_epochs,
             "low_res_size": args.low_res_size,
+            "fused_batchnorm": not args.keras_batchnorm,
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,
             "epoch": reached["epoch"] if reached else None,

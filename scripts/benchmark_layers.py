@@ -25,26 +25,14 @@ import time
 import keras
 import numpy as np
 
-from cifarsep_lib import layers as clayers
 from cifarsep_lib import models, speed, training
-
-
-def with_keras_batchnorm(model: keras.Model) -> keras.Model:
-    """A copy of ``model`` with each ``FusedBatchNormalization`` replaced by Keras' own layer."""
-
-    def clone(layer):
-        if isinstance(layer, clayers.FusedBatchNormalization):
-            return keras.layers.BatchNormalization.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    return keras.models.clone_model(model, clone_function=clone)
 
 
 def paired(names: list[str], rounds: int) -> None:
     built = {}
     for name in names:
         built[name] = models.build(name)
-        built[f"{name}+kerasbn"] = with_keras_batchnorm(models.build(name))
+        built[f"{name}+kerasbn"] = models.build(name, fused_batchnorm=False)
     times = speed.paired_step_times(built, rounds=rounds)
     first = times[names[0]]
     print(f"paired training steps, batch 256, {rounds} rounds (ratio: median of step-by-step speed vs {names[0]})")

@@ -215,3 +215,44 @@ def test_series_models_use_the_fused_batch_norm_and_the_base_model_keeps_keras_o
         norms = [layer for layer in models.build(name).layers if isinstance(layer, keras.layers.BatchNormalization)]
         assert norms and all(isinstance(layer, layers.FusedBatchNormalization) for layer in norms), name
     assert not any(isinstance(layer, layers.FusedBatchNormalization) for layer in models.base_model().layers)
+
+
+@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2"])
+def test_sepnet_with_keras_batch_norm_differs_only_in_that_layer(name):
+    """``build(name, fused_batchnorm=False)``: same layers, names and weights, Keras' own BatchNorm."""
+    fused, plain = models.build(name), models.build(name, fused_batchnorm=False)
+    assert [layer.name for layer in plain.layers] == [layer.name for layer in fused.layers]
+    assert plain.count_params() == fused.count_params()
+    norms = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(isinstance(layer, layers.FusedBatchNormalization) for layer in norms)
+    plain.set_weights(fused.get_weights())  # a trained model's weights load into either
+    with pytest.raises(ValueError, match="SepNet"):
+        models.build("base_model", fused_batchnorm=False)
+
+
+def test_sepnet_gradients_agree_with_either_batch_norm():
+    """A whole training step's loss and gradients are the same with the fused or Keras' BatchNorm.
+
+    Guards the claim that the two layers differ in speed only: the per-layer test above
+    checks one BatchNorm, this one all of sepnet_fast's together, on the same weights and batch.
+    """
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the fused kernel is TensorFlow's; other backends run the parent's code")
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    fused = models.build("sepnet_fast")
+    plain = models.build("sepnet_fast", fused_batchnorm=False)
+    plain.set_weights(fused.get_weights())
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.integers(0, 256, size=(32, 32, 32, 3)).astype("float32"))
+    y = tf.one_hot(rng.integers(0, 10, size=32), 10)
+    losses, grads = [], []
+    for model in (fused, plain):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, model(x, training=True)))
+        losses.append(float(loss))
+        grads.append(tf.concat([tf.reshape(g, [-1]) for g in tape.gradient(loss, model.trainable_weights)], 0))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    cosine = tf.reduce_sum(grads[0] * grads[1]) / (tf.norm(grads[0]) * tf.norm(grads[1]))
+    assert float(tf.norm(grads[1])) > 0 and float(cosine) > 0.99999

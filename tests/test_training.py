@@ -41,6 +41,18 @@ def test_same_seed_gives_same_history(tmp_path, fake_cifar):
         assert a[key] == b[key], key
 
 
+def test_recipe_can_train_sepnet_with_keras_batch_norm(tmp_path, fake_cifar):
+    """``Recipe(fused_batchnorm=False)`` trains (and records) the network with Keras' own BatchNorm."""
+    from cifarsep_lib import evaluation, layers
+
+    model, _ = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, fused_batchnorm=False)
+    saved = evaluation.load_model(tmp_path / "run" / "final.keras")
+    for built in (model, saved):
+        norms = [layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and not any(isinstance(layer, layers.FusedBatchNormalization) for layer in norms)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["fused_batchnorm"] is False
+
+
 def test_schedule_warms_up_then_decays():
     sched = training.lr_schedule(training.Recipe(epochs=10, peak_lr=0.2, warmup_fraction=0.2), steps_per_epoch=10)
     lrs = [float(sched(step)) for step in (0, 10, 20, 60, 100)]
