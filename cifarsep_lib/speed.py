@@ -17,11 +17,11 @@ from . import evaluation, training
 from . import models as cmodels
 
 
-def _images(n: int, seed: int = 0, size: int = 32):
+def random_images(n: int, seed: int = 0, size: int = 32):
+    """``n`` random RGB images (float32, 0-255) and integer labels 0-9: timing input, nothing to learn."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(n, size, size, 3)).astype("float32")
-    y = training._one_hot(rng.integers(0, 10, size=n))
-    return x, y
+    return x, rng.integers(0, 10, size=n)
 
 
 def training_throughput(
@@ -46,8 +46,8 @@ def training_throughput(
         model = cmodels.build(model_name)
         recipe = training.Recipe(model=model_name, batch_size=batch_size)
         training.compile_model(model, recipe, steps_per_epoch=100, jit_compile=jit_compile)
-        x, y = _images(batch_size * (steps + warmup_steps), size=image_size)
-        labels, warm = y.argmax(axis=1), batch_size * warmup_steps
+        x, labels = random_images(batch_size * (steps + warmup_steps), size=image_size)
+        warm = batch_size * warmup_steps
         # Fed through the series' own input pipeline, not as arrays: for arrays, fit builds a
         # tf.data pipeline with autotuning on, which at random idled for seconds after the
         # last step and halved this figure (see ``data.without_autotune``).
@@ -69,7 +69,8 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
     Each model is compiled with the series' recipe. Returns name -> array of ``rounds``
     step times.
     """
-    x, y = _images(batch_size, seed=seed)
+    x, labels = random_images(batch_size, seed=seed)
+    y = training._one_hot(labels)
     for model in models.values():
         training.compile_model(model, training.Recipe(batch_size=batch_size), steps_per_epoch=100)
         for _ in range(warmup_steps):  # the first steps trace the graph
@@ -86,7 +87,7 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
 
 def inference_throughput(model, batch_size: int = 500, batches: int = 10) -> float:
     """Inference images/s of a built or loaded ``model`` (after one warm-up batch)."""
-    x, _ = _images(batch_size * (batches + 1))
+    x, _ = random_images(batch_size * (batches + 1))
     evaluation.predict_array(model, x[:batch_size], batch_size)
     start = time.perf_counter()
     evaluation.predict_array(model, x[batch_size:], batch_size)

@@ -72,7 +72,8 @@ def main() -> None:
 
     model = models.build(args.model)
     training.compile_model(model, training.Recipe(model=args.model), steps_per_epoch=100)
-    x, y = speed._images(256 * args.steps)
+    x, labels = speed.random_images(256 * args.steps)
+    y = keras.utils.to_categorical(labels, 10)
     autotuned = tf.data.Dataset.from_tensor_slices((x, y)).batch(256).prefetch(tf.data.AUTOTUNE)
     variants = {"autotune on": autotuned, "autotune off": data.without_autotune(autotuned)}
     model.fit(autotuned.take(2), verbose=0)  # trace and compile
@@ -95,7 +96,7 @@ def main() -> None:
             f"{idle} of {len(ms)} fits idled > 1 s after training ended"
         )
 
-    test_images, _ = speed._images(10_000)
+    test_images, _ = speed.random_images(10_000)
     predictors = {
         "predict(array), autotune on": lambda: model.predict(test_images, batch_size=500, verbose=0),
         "predict_array, autotune off": lambda: evaluation.predict_array(model, test_images, 500),
