@@ -483,6 +483,24 @@ class TestAccuracyAt(keras.callbacks.Callback):
                 Path(self.log_path).write_text(json.dumps(self.points, indent=1))
 
 
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' ``SwapEMAWeights`` whose last step leaves the weights and their average apart.
+
+    At the end of the last epoch Keras copies the weights (by then the average) into the
+    optimizer's average with ``assign``. Under JAX (Keras 3.15) that makes both share one
+    array, and an evaluation in a later callback of the same epoch (a test point) gives
+    that array to its compiled step, which deletes it: the average is lost and ``fit``
+    ends by assigning a deleted array to every weight. Copying it through numpy keeps a
+    buffer of its own. (A test point at the last epoch under JAX crashed without this.)
+    """
+
+    def _backend_finalize_ema_values(self, optimizer):
+        for var, average_var in zip(
+            optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
+        ):
+            average_var.assign(keras.ops.convert_to_numpy(var))
+
+
 class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
     """``ModelCheckpoint`` that never overwrites the last good file with a diverged (NaN) model.
 
@@ -585,7 +603,7 @@ def _callbacks(
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
-        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
+        *([SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
