@@ -69,6 +69,12 @@ def main(argv=None) -> int:
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument(
+        "--erasing",
+        type=float,
+        metavar="P",
+        help="augment by erasing a random rectangle of each training image with probability P (e.g. 0.5)",
+    )
+    t.add_argument(
         "--ema",
         dest="ema_momentum",
         type=float,

@@ -49,6 +49,7 @@ class Recipe:
     label_smoothing: float = 0.1
     translate: float = 0.125  # 4 pixels of a 32-pixel image
     rotate: float = 0.0  # random rotations of up to this many degrees (0: none)
+    erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
     val_size: int = 5_000
     train_subset: int | None = None  # use only this many training images (quick runs)
     seed: int = 0
@@ -202,17 +203,29 @@ def describe_device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def augmentation(translate: float = 0.125, seed: int | None = None, rotate: float = 0.0) -> keras.Sequential:
+def augmentation(
+    translate: float = 0.125, seed: int | None = None, rotate: float = 0.0, erasing: float = 0.0
+) -> keras.Sequential:
     """Random horizontal flip and a random shift of up to ``translate`` of the image size.
 
     The shift reflects the border back in, like the classic pad-by-4-and-crop.
     ``rotate`` > 0 adds a random rotation of up to that many degrees either way (also
-    reflecting the border), applied before the shift.
+    reflecting the border), applied before the shift. ``erasing`` > 0 then erases, with
+    that probability per image, a random rectangle (each side 14-57 % of the image's,
+    Keras' ``RandomErasing``) and fills it with the mean CIFAR-10 grey: the network has
+    to recognise objects from their parts (Cutout, random erasing).
     """
     steps = [keras.layers.RandomFlip("horizontal", seed=seed)]
     if rotate:
         steps.append(keras.layers.RandomRotation(rotate / 360.0, fill_mode="reflect", seed=seed))
     steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed))
+    if erasing:
+        # factor=(p, p): every image is erased with probability p (a single float would
+        # draw each image's probability between 0 and p). The fill is the mean CIFAR-10
+        # grey, close to what the model's normalisation maps to zero. One value, not one per
+        # channel: Keras 3.15's RandomErasing fails under JAX with a per-channel fill.
+        mean_grey = 255.0 * float(np.mean(cdata.TRAIN_MEAN))
+        steps.append(keras.layers.RandomErasing(factor=(erasing, erasing), fill_value=mean_grey, seed=seed))
     return keras.Sequential(steps, name="augmentation")
 
 
@@ -685,7 +698,7 @@ def train(
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
-    augmenter = augmentation(recipe.translate, recipe.seed, recipe.rotate) if recipe.augment else None
+    augmenter = augmentation(recipe.translate, recipe.seed, recipe.rotate, recipe.erasing) if recipe.augment else None
     low_res = LowResolutionStart(recipe.low_res_size, recipe.low_res_epochs) if recipe.low_res_epochs else None
     train_ds = make_dataset(
         x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers, low_res=low_res

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cifarsep_lib import training
+from cifarsep_lib.data import TRAIN_MEAN
 
 pytestmark = pytest.mark.slow
 
@@ -139,12 +140,30 @@ def test_augmentation_adds_rotation_only_when_asked():
     assert names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
     assert names(training.augmentation(rotate=15)) == ["RandomFlip", "RandomRotation", "RandomTranslation"]
     assert training.augmentation(rotate=15).layers[1].factor == (-15 / 360, 15 / 360)
+    assert names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
+
+
+def test_erasing_fills_one_rectangle_per_image_with_the_mean_grey():
+    """With probability 1 every image gets one rectangle, each side 14-57 % of the image's,
+    of the mean CIFAR-10 grey; with 0.5 about half the images keep every pixel."""
+    black = np.zeros((200, 32, 32, 3), "float32")  # flips and reflected shifts keep it black
+    erased = keras.ops.convert_to_numpy(training.augmentation(seed=3, erasing=1.0)(black, training=True))
+    mean_grey = 255.0 * np.mean(TRAIN_MEAN)
+    for image in erased:
+        changed = np.any(image != 0, axis=-1)
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        assert changed.sum() == len(rows) * len(cols)  # a filled rectangle
+        assert 0.14 * 32 - 1 <= len(rows) <= 0.58 * 32 + 1 and 0.14 * 32 - 1 <= len(cols) <= 0.58 * 32 + 1
+        np.testing.assert_allclose(image[changed], mean_grey, rtol=1e-5)
+    half = keras.ops.convert_to_numpy(training.augmentation(seed=3, erasing=0.5)(black, training=True))
+    assert 60 <= int(np.all(half == 0, axis=(1, 2, 3)).sum()) <= 140
 
 
 @pytest.mark.parametrize(
     "flag, value, field, default",
     [
         ("--rotate", "15", "rotate", 0.0),
+        ("--erasing", "0.5", "erasing", 0.0),
         ("--ema", "0.995", "ema_momentum", None),
         ("--low-res-epochs", "12", "low_res_epochs", 0),
         ("--low-res-size", "24", "low_res_size", 16),
