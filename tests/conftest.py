@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline CIFAR-10 copy and small synthetic batch folders."""
+"""Shared fixtures and helpers: the offline CIFAR-10 copy, small synthetic batch folders,
+and which BatchNormalization a model uses."""
 
 from __future__ import annotations
 
@@ -52,3 +53,17 @@ def make_fake_cifar(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def fake_cifar(tmp_path_factory) -> Path:
     return make_fake_cifar(tmp_path_factory.mktemp("fake_cifar"))
+
+
+def batch_norm_kinds(model) -> set[str]:
+    """The kinds of BatchNorm in ``model``: ``"fused"`` (``layers.FusedBatchNormalization``)
+    and/or ``"keras"`` (Keras' own); empty if it has none."""
+    import keras
+
+    from cifarsep_lib.layers import FusedBatchNormalization
+
+    return {
+        "fused" if isinstance(layer, FusedBatchNormalization) else "keras"
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import batch_norm_kinds
 from keras import ops
 
 from cifarsep_lib import layers, models, rules
@@ -212,9 +213,8 @@ def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
 
 def test_series_models_use_the_fused_batch_norm_and_the_base_model_keeps_keras_own():
     for name in ("sepnet", "sepnet_fast", "mixsepnet"):
-        norms = [layer for layer in models.build(name).layers if isinstance(layer, keras.layers.BatchNormalization)]
-        assert norms and all(isinstance(layer, layers.FusedBatchNormalization) for layer in norms), name
-    assert not any(isinstance(layer, layers.FusedBatchNormalization) for layer in models.base_model().layers)
+        assert batch_norm_kinds(models.build(name)) == {"fused"}, name
+    assert batch_norm_kinds(models.base_model()) == {"keras"}
 
 
 @pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2"])
@@ -223,8 +223,7 @@ def test_sepnet_with_keras_batch_norm_differs_only_in_that_layer(name):
     fused, plain = models.build(name), models.build(name, fused_batchnorm=False)
     assert [layer.name for layer in plain.layers] == [layer.name for layer in fused.layers]
     assert plain.count_params() == fused.count_params()
-    norms = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and not any(isinstance(layer, layers.FusedBatchNormalization) for layer in norms)
+    assert batch_norm_kinds(plain) == {"keras"}
     plain.set_weights(fused.get_weights())  # a trained model's weights load into either
     with pytest.raises(ValueError, match="SepNet"):
         models.build("base_model", fused_batchnorm=False)

@@ -11,6 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import batch_norm_kinds
 
 from cifarsep_lib import training
 from cifarsep_lib.data import TRAIN_MEAN
@@ -44,13 +45,12 @@ def test_same_seed_gives_same_history(tmp_path, fake_cifar):
 
 def test_recipe_can_train_sepnet_with_keras_batch_norm(tmp_path, fake_cifar):
     """``Recipe(fused_batchnorm=False)`` trains (and records) the network with Keras' own BatchNorm."""
-    from cifarsep_lib import evaluation, layers
+    from cifarsep_lib import evaluation
 
     model, _ = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, fused_batchnorm=False)
     saved = evaluation.load_model(tmp_path / "run" / "final.keras")
     for built in (model, saved):
-        norms = [layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        assert norms and not any(isinstance(layer, layers.FusedBatchNormalization) for layer in norms)
+        assert batch_norm_kinds(built) == {"keras"}
     assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["fused_batchnorm"] is False
 
 
