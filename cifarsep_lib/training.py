@@ -277,8 +277,10 @@ class LowResolutionStart(keras.callbacks.Callback):
         return tf.cond(self._tf_flag, small, lambda: images)
 
 
-def _one_hot(y) -> np.ndarray:
-    return keras.utils.to_categorical(np.asarray(y).reshape(-1), cdata.NUM_CLASSES).astype("float32")
+def one_hot(labels) -> np.ndarray:
+    """Integer labels, of shape ``(N,)`` or ``(N, 1)`` as CIFAR-10 stores them, as float32
+    one-hot rows ``(N, 10)``: the targets label smoothing needs (it smooths one-hot targets)."""
+    return keras.utils.to_categorical(np.asarray(labels).reshape(-1), cdata.NUM_CLASSES).astype("float32")
 
 
 class _AugmentedBatches(keras.utils.PyDataset):
@@ -299,7 +301,7 @@ class _AugmentedBatches(keras.utils.PyDataset):
         self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1, chunk_size: int = 4096, low_res=None
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.x, self.y, self.batch_size, self.low_res = x, _one_hot(y), batch_size, low_res
+        self.x, self.y, self.batch_size, self.low_res = x, one_hot(y), batch_size, low_res
         self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
         # Whole batches per chunk, so that no batch straddles two chunks.
         self.chunk_batches = max(1, chunk_size // batch_size)
@@ -375,7 +377,7 @@ def make_dataset(
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        ds = tf.data.Dataset.from_tensor_slices((x, _one_hot(y)))
+        ds = tf.data.Dataset.from_tensor_slices((x, one_hot(y)))
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, "float32"), b))
@@ -505,6 +507,11 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     that array to its compiled step, which deletes it: the average is lost and ``fit``
     ends by assigning a deleted array to every weight. Copying it through numpy keeps a
     buffer of its own. (A test point at the last epoch under JAX crashed without this.)
+
+    ``fit`` then ends by assigning the average to the weights (``finalize_variable_values``,
+    before ``on_train_end`` on every backend), which shares one buffer again: the next
+    evaluate or predict would delete it, and ``model.save`` would fail on the optimizer's
+    copy ("Array has been deleted"). ``on_train_end`` gives the weights their own copy.
     """
 
     def _backend_finalize_ema_values(self, optimizer):
@@ -512,6 +519,10 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
             optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
         ):
             average_var.assign(keras.ops.convert_to_numpy(var))
+
+    def on_train_end(self, logs=None):
+        for variable in self.model.trainable_variables:
+            variable.assign(keras.ops.copy(variable))
 
 
 class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -735,12 +746,6 @@ def train(
             shuffle=False,  # the input pipeline shuffles, seeded
         )
         wall = time.perf_counter() - start
-        if ema:
-            # fit ends by assigning the average to the weights. Under JAX (Keras 3.15) both then
-            # share one buffer, which the next evaluate or predict deletes, and model.save
-            # fails on the optimizer's copy ("Array has been deleted"). Copy the weights.
-            for variable in model.trainable_variables:
-                variable.assign(keras.ops.copy(variable))
         if np.isnan(history.history.get("loss", [0.0])[-1]):
             raise FloatingPointError(
                 f"training diverged (loss became NaN) at epoch {len(history.history['loss'])}; "

@@ -94,6 +94,15 @@ def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
     assert cli.main(["train"]) == 0 and seen["recipe"] == training.Recipe()
 
 
+def test_one_hot_accepts_cifar_shaped_labels_and_gives_float_rows():
+    labels = np.array([[3], [0], [9], [3]], dtype="uint8")  # (N, 1), as the loader returns them
+    rows = training.one_hot(labels)
+    assert rows.shape == (4, 10) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows.argmax(axis=1), [3, 0, 9, 3])
+    np.testing.assert_array_equal(rows.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(training.one_hot(labels.reshape(-1)), rows)
+
+
 def test_chunked_augmentation_keeps_every_label_with_its_image():
     """Augmentation runs on chunks of several batches; labels must follow their images
     through shuffling, chunking and the last, partial batch, epoch after epoch."""
