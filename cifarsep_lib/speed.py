@@ -70,7 +70,7 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
     step times.
     """
     x, labels = random_images(batch_size, seed=seed)
-    y = training._one_hot(labels)
+    y = training.one_hot(labels)
     for model in models.values():
         training.compile_model(model, training.Recipe(batch_size=batch_size), steps_per_epoch=100)
         for _ in range(warmup_steps):  # the first steps trace the graph

@@ -54,7 +54,7 @@ def main() -> None:
         model = training.compile_model(models.build(name), training.Recipe(model=name), 100)
         print(name, flush=True)
         cases = [
-            ("arrays (model only)", (x.astype("float32"), training._one_hot(y)), {}),
+            ("arrays (model only)", (x.astype("float32"), training.one_hot(y)), {}),
             ("PyDataset, no augmentation, 1 worker", batches(), {}),
             ("  + TerminateOnNaN", batches(), {"callbacks": [keras.callbacks.TerminateOnNaN()]}),
             ("augmented in chunks of 4096, 1 worker", batches(augmenter), {}),
