@@ -45,6 +45,9 @@ def main() -> None:
     )
     parser.add_argument("--low-res-epochs", type=int, default=0, help="that run's epochs on downscaled images")
     parser.add_argument("--low-res-size", type=int, default=16, help="their size in pixels")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="that run's seed (weights, data order, augmentation, validation split)"
+    )
     args = parser.parse_args()
 
     result = {
@@ -85,6 +88,7 @@ def main() -> None:
             low_res_epochs=args.low_res_epochs,
             low_res_size=args.low_res_size,
             fused_batchnorm=not args.keras_batchnorm,
+            seed=args.seed,
         )
         with tempfile.TemporaryDirectory() as out:
             callback_epochs = range(1, args.epochs + 1)
@@ -101,6 +105,7 @@ def main() -> None:
             "low_res_epochs": args.low_res_epochs,
             "low_res_size": args.low_res_size,
             "fused_batchnorm": not args.keras_batchnorm,
+            "seed": args.seed,
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,
             "epoch": reached["epoch"] if reached else None,
