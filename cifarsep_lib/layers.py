@@ -10,8 +10,10 @@ runs under every Keras backend.
 arithmetic) whose training steps on the TensorFlow backend run TensorFlow's fused
 batch-norm kernels: one op forwards and one backwards instead of the separate mean,
 variance and normalisation ops Keras 3 emits. On the 2-core development CPU that makes
-a training step of ``sepnet_fast`` about 6 % faster (``scripts/benchmark_layers.py``,
-``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``). It is the only
+a training step of ``sepnet_fast`` 3-6 % faster (``scripts/benchmark_layers.py``,
+``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``). It is an option of the
+series' networks (``models.build(name, fused_batchnorm=True)``), not their default: whole
+runs with it ended less accurate, for no known reason (see ``models``). It is the only
 TensorFlow-only code in the models.
 """
 

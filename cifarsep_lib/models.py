@@ -15,8 +15,11 @@
   at 16x16, each a mixed-kernel depthwise convolution, a gated 1x1 expansion and a
   depthwise separable projection. Far more work per image than SepNet, for accuracy.
 
-The series' own models normalise with ``layers.FusedBatchNormalization`` (Keras' layer,
-trained with TensorFlow's fused kernel where it applies); the base models keep Keras' own.
+All models normalise with Keras' own ``BatchNormalization``. The series' networks can be
+built with ``layers.FusedBatchNormalization`` instead (``fused_batchnorm=True``): the same
+layer trained with TensorFlow's fused kernel, 3-6 % faster per CPU step. It is an option,
+not the default: in four 22-epoch runs each of ``sepnet_fast``, every fused run ended below
+every run with Keras' own (``benchmarks/cpu_batchnorm_repeats_and_threads_2026-11-27.txt``).
 All models take raw RGB images with pixel values 0-255 (float or uint8 cast to float)
 and accept any spatial size (``Input(shape=(None, None, 3))``).
 """
@@ -80,11 +83,11 @@ def base_model_strict() -> keras.Model:
 
 
 def _batch_norm_layer(fused: bool) -> type[layers.BatchNormalization]:
-    """The series' BatchNorm: ``FusedBatchNormalization``, or Keras' own to compare against it."""
+    """Keras' own ``BatchNormalization``, or ``FusedBatchNormalization`` (same layer, TensorFlow's fused kernel)."""
     return FusedBatchNormalization if fused else layers.BatchNormalization
 
 
-def _bn_relu(x, name, momentum, fused=True):
+def _bn_relu(x, name, momentum, fused=False):
     x = _batch_norm_layer(fused)(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -118,7 +121,7 @@ def sepnet(
     bn_momentum: float = 0.9,
     stem_strides: int = 1,
     name: str = "sepnet",
-    fused_batchnorm: bool = True,
+    fused_batchnorm: bool = False,
 ) -> keras.Model:
     """The series' model: separable convolutions only, under 100K parameters.
 
@@ -136,8 +139,8 @@ def sepnet(
     channels because its output is a full 32x32 map that costs memory traffic forwards and
     backwards. BatchNorm uses ``bn_momentum`` 0.9 instead of Keras' 0.99 so that its
     running statistics (used for validation) keep up with weights that move fast at the
-    recipe's high learning rate. ``fused_batchnorm=False`` builds the same network with
-    Keras' own ``BatchNormalization`` instead of ``layers.FusedBatchNormalization``.
+    recipe's high learning rate. ``fused_batchnorm=True`` builds the same network with
+    ``layers.FusedBatchNormalization`` instead of Keras' own ``BatchNormalization``.
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
@@ -156,7 +159,7 @@ def sepnet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def sepnet_fast(fused_batchnorm: bool = True) -> keras.Model:
+def sepnet_fast(fused_batchnorm: bool = False) -> keras.Model:
     """SepNet's first, shallower version: faster on a CPU, less accurate (87,706 params).
 
     Widths (64, 128, 192), one residual block in stages 1 and 2, a stem whose two
@@ -174,7 +177,7 @@ def sepnet_fast(fused_batchnorm: bool = True) -> keras.Model:
     )
 
 
-def sepnet_fast_s2(fused_batchnorm: bool = True) -> keras.Model:
+def sepnet_fast_s2(fused_batchnorm: bool = False) -> keras.Model:
     """``sepnet_fast()`` with a stride-2 stem and 32 stem channels (89,738 params).
 
     The stem's 3x1 and 1x3 convolutions each step 2 pixels, so nothing runs at 32x32 but
@@ -197,7 +200,7 @@ def sepnet_fast_s2(fused_batchnorm: bool = True) -> keras.Model:
     )
 
 
-def _mix_block(x, dim, hidden, name, bn_momentum):
+def _mix_block(x, dim, hidden, name, bn_momentum, fused):
     """``x + BN(project(gate(expand(BN(mixed_depthwise(x))))))``, the residual branch starting at zero.
 
     Every 1x1 step follows a depthwise one, so the block is two depthwise separable
@@ -207,11 +210,11 @@ def _mix_block(x, dim, hidden, name, bn_momentum):
     """
     shortcut = x
     x = MixedDepthwiseConv2D(name=f"{name}_mixdw")(x)
-    x = FusedBatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+    x = _batch_norm_layer(fused)(momentum=bn_momentum, name=f"{name}_bn")(x)
     x = layers.Dense(2 * hidden, name=f"{name}_expand")(x)  # 1x1: the pointwise half of the mixed depthwise conv
     x = GatedGELU(name=f"{name}_gate")(x)
     x = _sep(x, dim, f"{name}_project")
-    x = FusedBatchNormalization(momentum=bn_momentum, gamma_initializer="zeros", name=f"{name}_project_bn")(x)
+    x = _batch_norm_layer(fused)(momentum=bn_momentum, gamma_initializer="zeros", name=f"{name}_project_bn")(x)
     return layers.Add(name=f"{name}_add")([shortcut, x])
 
 
@@ -222,6 +225,7 @@ def mixsepnet(
     stem_mid_filters: int = 16,
     bn_momentum: float = 0.9,
     name: str = "mixsepnet",
+    fused_batchnorm: bool = False,
 ) -> keras.Model:
     """A separable-only network that spends its compute at full resolution (for GPUs).
 
@@ -241,13 +245,13 @@ def mixsepnet(
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
     x = SpatiallySeparableConv2D(widths[0], 3, mid_filters=stem_mid_filters, use_bias=False, name="stem")(x)
-    x = FusedBatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
+    x = _batch_norm_layer(fused_batchnorm)(momentum=bn_momentum, name="stem_bn")(x)
     for stage, (dim, h, n_blocks) in enumerate(zip(widths, hidden, blocks, strict=True), start=1):
         if stage > 1:
-            x = _bn_relu(_sep(x, dim, f"down{stage}", strides=2), f"down{stage}", bn_momentum)
+            x = _bn_relu(_sep(x, dim, f"down{stage}", strides=2), f"down{stage}", bn_momentum, fused_batchnorm)
         for b in range(n_blocks):
-            x = _mix_block(x, dim, h, f"stage{stage}_block{b + 1}", bn_momentum)
-    x = FusedBatchNormalization(momentum=bn_momentum, name="head_bn")(x)
+            x = _mix_block(x, dim, h, f"stage{stage}_block{b + 1}", bn_momentum, fused_batchnorm)
+    x = _batch_norm_layer(fused_batchnorm)(momentum=bn_momentum, name="head_bn")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -263,19 +267,18 @@ MODELS = {
 }
 
 
-def build(name: str, fused_batchnorm: bool = True) -> keras.Model:
+def build(name: str, fused_batchnorm: bool = False) -> keras.Model:
     """Build a model of the series by name (see ``MODELS``).
 
-    ``fused_batchnorm=False`` gives a SepNet model Keras' own ``BatchNormalization`` instead
-    of ``layers.FusedBatchNormalization``, to compare the two (the base models always have
-    Keras' own).
+    ``fused_batchnorm=True`` gives one of the series' networks ``layers.FusedBatchNormalization``
+    instead of Keras' own ``BatchNormalization`` (the base models always have Keras' own).
     """
     try:
         factory = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
-    if fused_batchnorm:
+    if not fused_batchnorm:
         return factory()
-    if not name.startswith("sepnet"):
-        raise ValueError(f"only the SepNet models have a variant with Keras' BatchNorm, not {name!r}")
-    return factory(fused_batchnorm=False)
+    if name.startswith("base_model"):
+        raise ValueError(f"only the series' networks have a variant with the fused BatchNorm, not {name!r}")
+    return factory(fused_batchnorm=True)

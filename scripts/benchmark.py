@@ -36,9 +36,10 @@ def main() -> None:
     parser.add_argument("--time-model", default="sepnet", help="model trained in the time-to-target run")
     parser.add_argument("--ema", type=float, default=None, help="weight-averaging momentum of that run (default: off)")
     parser.add_argument(
-        "--keras-batchnorm",
+        "--fused-batchnorm",
         action="store_true",
-        help="train that run's SepNet with Keras' BatchNormalization instead of the fused one",
+        help="train that run's network with layers.FusedBatchNormalization instead of Keras' own"
+        " (until 2026-11-27 the default, with --keras-batchnorm to turn it off)",
     )
     parser.add_argument(
         "--low-res-sizes", type=int, nargs="*", default=[], help="also time training on images of these sizes"
@@ -87,7 +88,7 @@ def main() -> None:
             ema_momentum=args.ema,
             low_res_epochs=args.low_res_epochs,
             low_res_size=args.low_res_size,
-            fused_batchnorm=not args.keras_batchnorm,
+            fused_batchnorm=args.fused_batchnorm,
             seed=args.seed,
         )
         with tempfile.TemporaryDirectory() as out:
@@ -104,7 +105,7 @@ def main() -> None:
             "ema_momentum": args.ema,
             "low_res_epochs": args.low_res_epochs,
             "low_res_size": args.low_res_size,
-            "fused_batchnorm": not args.keras_batchnorm,
+            "fused_batchnorm": args.fused_batchnorm,
             "seed": args.seed,
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,

@@ -6,8 +6,8 @@ Usage:
 Two measurements, both printed as figures (not timed tests):
 
 * **Paired steps**: each model of ``--models`` and, for each, the same network with
-  Keras' own ``BatchNormalization`` instead of the series' ``FusedBatchNormalization``
-  ("+kerasbn"), trained one step at a time in turn on the same batch of 256
+  ``layers.FusedBatchNormalization`` instead of Keras' own ``BatchNormalization``
+  ("+fusedbn"), trained one step at a time in turn on the same batch of 256
   (``speed.paired_step_times``). The ratios to the first model are measured in one run.
 * **Per layer** (TensorFlow backend): forward and backward time of each layer of
   ``--per-layer``, in isolation, on a batch of 256 at the shape it sees in a 32x32 image.
@@ -32,7 +32,7 @@ def paired(names: list[str], rounds: int) -> None:
     built = {}
     for name in names:
         built[name] = models.build(name)
-        built[f"{name}+kerasbn"] = models.build(name, fused_batchnorm=False)
+        built[f"{name}+fusedbn"] = models.build(name, fused_batchnorm=True)
     times = speed.paired_step_times(built, rounds=rounds)
     first = times[names[0]]
     print(f"paired training steps, batch 256, {rounds} rounds (ratio: median of step-by-step speed vs {names[0]})")

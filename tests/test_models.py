@@ -211,22 +211,24 @@ def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
     )
 
 
-def test_series_models_use_the_fused_batch_norm_and_the_base_model_keeps_keras_own():
-    for name in ("sepnet", "sepnet_fast", "mixsepnet"):
-        assert batch_norm_kinds(models.build(name)) == {"fused"}, name
-    assert batch_norm_kinds(models.base_model()) == {"keras"}
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_every_model_uses_keras_batch_norm_by_default(name):
+    assert batch_norm_kinds(models.build(name)) == {"keras"}
 
 
-@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2"])
-def test_sepnet_with_keras_batch_norm_differs_only_in_that_layer(name):
-    """``build(name, fused_batchnorm=False)``: same layers, names and weights, Keras' own BatchNorm."""
-    fused, plain = models.build(name), models.build(name, fused_batchnorm=False)
-    assert [layer.name for layer in plain.layers] == [layer.name for layer in fused.layers]
-    assert plain.count_params() == fused.count_params()
-    assert batch_norm_kinds(plain) == {"keras"}
-    plain.set_weights(fused.get_weights())  # a trained model's weights load into either
-    with pytest.raises(ValueError, match="SepNet"):
-        models.build("base_model", fused_batchnorm=False)
+@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2", "mixsepnet"])
+def test_fused_batch_norm_variant_differs_only_in_that_layer(name):
+    """``build(name, fused_batchnorm=True)``: same layers, names and weights, the fused BatchNorm."""
+    plain, fused = models.build(name), models.build(name, fused_batchnorm=True)
+    assert [layer.name for layer in fused.layers] == [layer.name for layer in plain.layers]
+    assert fused.count_params() == plain.count_params()
+    assert batch_norm_kinds(fused) == {"fused"}
+    fused.set_weights(plain.get_weights())  # a trained model's weights load into either
+
+
+def test_base_models_have_no_fused_batch_norm_variant():
+    with pytest.raises(ValueError, match="series' networks"):
+        models.build("base_model", fused_batchnorm=True)
 
 
 def test_sepnet_gradients_agree_with_either_batch_norm():
@@ -240,8 +242,8 @@ def test_sepnet_gradients_agree_with_either_batch_norm():
     import tensorflow as tf
 
     keras.utils.set_random_seed(3)
-    fused = models.build("sepnet_fast")
-    plain = models.build("sepnet_fast", fused_batchnorm=False)
+    fused = models.build("sepnet_fast", fused_batchnorm=True)
+    plain = models.build("sepnet_fast")
     plain.set_weights(fused.get_weights())
     rng = np.random.default_rng(4)
     x = tf.constant(rng.integers(0, 256, size=(32, 32, 32, 3)).astype("float32"))

@@ -43,15 +43,15 @@ def test_same_seed_gives_same_history(tmp_path, fake_cifar):
         assert a[key] == b[key], key
 
 
-def test_recipe_can_train_sepnet_with_keras_batch_norm(tmp_path, fake_cifar):
-    """``Recipe(fused_batchnorm=False)`` trains (and records) the network with Keras' own BatchNorm."""
+def test_recipe_can_train_sepnet_with_the_fused_batch_norm(tmp_path, fake_cifar):
+    """``Recipe(fused_batchnorm=True)`` trains (and records) the network with ``FusedBatchNormalization``."""
     from cifarsep_lib import evaluation
 
-    model, _ = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, fused_batchnorm=False)
+    model, _ = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, fused_batchnorm=True)
     saved = evaluation.load_model(tmp_path / "run" / "final.keras")
     for built in (model, saved):
-        assert batch_norm_kinds(built) == {"keras"}
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["fused_batchnorm"] is False
+        assert batch_norm_kinds(built) == {"fused"}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["fused_batchnorm"] is True
 
 
 def test_schedule_warms_up_then_decays():
