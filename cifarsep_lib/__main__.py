@@ -48,6 +48,7 @@ def _rules(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .models import MODELS
     from .training import DISTRIBUTIONS, RECIPES  # every subcommand needs Keras anyway
 
     parser = argparse.ArgumentParser(prog="python -m cifarsep_lib", description=__doc__)
@@ -61,8 +62,14 @@ def main(argv=None) -> int:
         help="series (default): the series' recipe; assignment: the course assignment's (Adam, no augmentation, "
         "batch 128, 50 epochs, base_model); the options below override either",
     )
-    t.add_argument("--model", help="sepnet (default), mixsepnet, sepnet_fast, base_model or base_model_strict")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--model", choices=list(MODELS), help="default: sepnet (base_model with --recipe assignment)")
+    t.add_argument("--epochs", type=int, help="epochs to train (with --minutes: at most)")
+    t.add_argument(
+        "--minutes",
+        type=float,
+        help="a time budget: train this many minutes (validation not counted), the learning-rate "
+        "schedule stretched over the budget, then stop",
+    )
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--peak-lr", dest="peak_lr", type=float)
     t.add_argument("--weight-decay", dest="weight_decay", type=float)

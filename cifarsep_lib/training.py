@@ -59,6 +59,7 @@ class Recipe:
     low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
     low_res_size: int = 16  # their size in pixels
     fused_batchnorm: bool = False  # True: layers.FusedBatchNormalization (same arithmetic, 3-6 % faster on a CPU)
+    minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
 
 
 def assignment_recipe(**overrides) -> Recipe:
@@ -402,6 +403,17 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int):
     )
 
 
+def lr_by_fraction(recipe: Recipe):
+    """The recipe's learning rate as a function of the fraction of training done, 0 to 1.
+
+    The same warm-up and cosine decay as ``lr_schedule``, over a fraction of the run
+    instead of a step count: ``TimeBudget`` feeds it the fraction of the time budget spent.
+    """
+    steps = 10_000  # fine enough that the curve is smooth
+    schedule = lr_schedule(dataclasses.replace(recipe, epochs=1), steps_per_epoch=steps)
+    return lambda fraction: float(keras.ops.convert_to_numpy(schedule(int(min(max(fraction, 0.0), 1.0) * steps))))
+
+
 def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_compile="auto") -> keras.Model:
     """Compile ``model`` with the recipe's optimizer, loss and metrics.
 
@@ -417,8 +429,11 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
     if recipe.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=recipe.peak_lr, weight_decay=recipe.weight_decay or None, **ema)
     elif recipe.optimizer == "sgd":
+        # With a time budget the rate is a plain variable that ``TimeBudget`` sets before
+        # every step; a schedule object would tie it to a step count known in advance.
+        timed = recipe.minutes is not None
         optimizer = keras.optimizers.SGD(
-            learning_rate=lr_schedule(recipe, steps_per_epoch),
+            learning_rate=lr_by_fraction(recipe)(0.0) if timed else lr_schedule(recipe, steps_per_epoch),
             momentum=recipe.momentum,
             nesterov=True,
             weight_decay=recipe.weight_decay,
@@ -459,10 +474,56 @@ class Throughput(keras.callbacks.Callback):
             logs["images_per_second"] = self.images_per_epoch / seconds
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Trains for a number of *seconds of training* rather than a number of epochs.
+
+    On a machine whose speed drifts (this 2-core one runs the same epoch in 80-150 s),
+    a fixed epoch count cannot promise a training time. This callback sets the learning
+    rate before every step from the fraction of the budget spent (``lr_by_fraction``:
+    the recipe's warm-up and cosine decay stretched over the budget, so the rate has
+    decayed when time is up) and stops training after the step that spends it. Keras
+    then validates and checkpoints that last, shorter epoch as usual.
+
+    The clock is the one ``Throughput`` (placed before it) logs: validation and test
+    passes are not counted. ``train_seconds`` continues the clock of a resumed run.
+    ``lr_at`` is ``None`` for a constant rate (Adam): the budget then only stops training.
+    ``steps_per_epoch`` lets it correct ``Throughput``'s images/s for the last epoch,
+    which trained only part of the images.
+    """
+
+    def __init__(self, seconds: float, lr_at=None, train_seconds: float = 0.0, steps_per_epoch: int | None = None):
+        super().__init__()
+        self.seconds, self.lr_at, self.spent = seconds, lr_at, train_seconds
+        self.steps_per_epoch = steps_per_epoch
+
+    def _elapsed(self) -> float:
+        return self.spent + time.perf_counter() - self._epoch_start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.lr_at is not None:
+            self.model.optimizer.learning_rate = self.lr_at(self._elapsed() / self.seconds)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self._elapsed() >= self.seconds:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        self.spent += logs.get("epoch_seconds", time.perf_counter() - self._epoch_start)
+        if self.steps_per_epoch and self._steps < self.steps_per_epoch and "images_per_second" in logs:
+            logs["images_per_second"] *= self._steps / self.steps_per_epoch
+
+
 class TestAccuracyAt(keras.callbacks.Callback):
     """Evaluates the *test* set at the end of given epochs, logging training time so far.
 
     Only for measuring time-to-accuracy in benchmarks; model selection uses validation data.
+    It also evaluates the epoch where training stops early (a ``TimeBudget`` spent), so
+    that a run on a time budget always ends with a test point.
     Each point holds the plain test accuracy and, reported beside it, the flip-TTA accuracy
     (mean prediction over each image and its mirror image, ``evaluation.evaluate_model``).
     The clock sums the ``epoch_seconds`` that ``Throughput`` (placed earlier in the callback
@@ -479,7 +540,8 @@ class TestAccuracyAt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._train_seconds += (logs or {}).get("epoch_seconds", 0.0)
-        if epoch + 1 in self.epochs:
+        stopped = self.model.stop_training and np.isfinite((logs or {}).get("loss", 0.0))
+        if epoch + 1 in self.epochs or stopped:
             result = evaluation.evaluate_model(self.model, self.x_test, self.y_test, tta=True)
             acc, acc_tta = result["accuracy"], result["accuracy_tta"]
             self.points.append(
@@ -603,8 +665,22 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     )
 
 
+def _time_budget(recipe: Recipe, train_seconds: float, steps_per_epoch: int | None) -> TimeBudget:
+    """The ``TimeBudget`` of ``recipe``: its learning-rate curve for SGD, none for Adam's constant rate."""
+    lr_at = lr_by_fraction(recipe) if recipe.optimizer == "sgd" else None
+    return TimeBudget(60.0 * recipe.minutes, lr_at, train_seconds, steps_per_epoch)
+
+
 def _callbacks(
-    out: Path, n_train: int, test_set, test_at_epochs, tensorboard: bool, ema: bool = False, low_res=None
+    out: Path,
+    n_train: int,
+    test_set,
+    test_at_epochs,
+    tensorboard: bool,
+    ema: bool = False,
+    low_res=None,
+    recipe: Recipe | None = None,
+    steps_per_epoch: int | None = None,
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
@@ -613,7 +689,8 @@ def _callbacks(
     points after it; ``BackupAndRestore`` comes before it, so the backup holds the
     training weights and their average in their own places. ``low_res`` (a
     ``LowResolutionStart``, or None) goes first, so the epoch's images have their size
-    before anything else in the epoch runs.
+    before anything else in the epoch runs. ``recipe.minutes`` adds a ``TimeBudget``
+    right after ``Throughput``, whose clock it reads.
     """
     resumed = logged_so_far(out)
     if resumed is None:  # a fresh run: logs left by an earlier, finished run in ``out`` go
@@ -627,6 +704,7 @@ def _callbacks(
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
+        *([_time_budget(recipe, resumed.train_seconds, steps_per_epoch)] if recipe and recipe.minutes else []),
         *([SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         SafeCheckpoint(
             str(out / "best.keras"),
@@ -728,11 +806,14 @@ def train(
                 f"Data-parallel ({distribution}) on {replicas} replica(s): "
                 f"{recipe.batch_size / replicas:g} images per replica per step of {recipe.batch_size}"
             )
-        print(f"{len(x_train):,} training / {len(x_val):,} validation images, {recipe.epochs} epochs of {steps} steps")
+        length = f"{recipe.epochs} epochs of {steps} steps"
+        if recipe.minutes:
+            length = f"{recipe.minutes:g} minutes of training (at most {length})"
+        print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
         ema = recipe.ema_momentum is not None
         test_set = (x_test, y_test) if test_at_epochs else None
-        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, ema, low_res)
+        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, ema, low_res, recipe, steps)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 

@@ -94,6 +94,20 @@ def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
     assert cli.main(["train"]) == 0 and seen["recipe"] == training.Recipe()
 
 
+def test_cli_accepts_every_model_of_the_series_and_rejects_others(monkeypatch, capsys):
+    from cifarsep_lib import __main__ as cli
+    from cifarsep_lib import models
+
+    seen = []
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.append(recipe.model))
+    for name in models.MODELS:
+        assert cli.main(["train", "--model", name]) == 0
+    assert seen == list(models.MODELS)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", "resnet50"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_one_hot_accepts_cifar_shaped_labels_and_gives_float_rows():
     labels = np.array([[3], [0], [9], [3]], dtype="uint8")  # (N, 1), as the loader returns them
     rows = training.one_hot(labels)
@@ -176,6 +190,7 @@ def test_erasing_fills_one_rectangle_per_image_with_the_mean_grey():
         ("--ema", "0.995", "ema_momentum", None),
         ("--low-res-epochs", "12", "low_res_epochs", 0),
         ("--low-res-size", "24", "low_res_size", 16),
+        ("--minutes", "60", "minutes", None),
     ],
 )
 def test_cli_passes_recipe_options_to_the_recipe(monkeypatch, flag, value, field, default):
@@ -451,3 +466,60 @@ def test_paired_step_times_train_every_model_in_turn():
     assert all(len(t) == 3 and (t > 0).all() for t in times.values())
     for name, model in built.items():
         assert not np.allclose(model.get_weights()[0], before[name][0]), name
+
+
+def test_lr_by_fraction_is_the_schedule_over_a_fraction_of_the_run():
+    recipe = training.Recipe(epochs=10, peak_lr=0.2, warmup_fraction=0.2)
+    by_step = training.lr_schedule(recipe, steps_per_epoch=10)
+    by_fraction = training.lr_by_fraction(recipe)
+    for step in (0, 10, 20, 50, 100):
+        assert by_fraction(step / 100) == pytest.approx(float(by_step(step)), rel=1e-3)
+    assert by_fraction(1.5) == pytest.approx(by_fraction(1.0))  # past the budget: the final rate
+
+
+class _FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_budget_sets_the_rate_from_time_spent_and_stops_when_it_is_spent(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(training.time, "perf_counter", clock)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse")
+    budget = training.TimeBudget(100.0, lr_at=lambda fraction: 1.0 - fraction, train_seconds=20.0, steps_per_epoch=10)
+    budget.set_model(model)
+    model.stop_training = False
+    budget.on_epoch_begin(0)
+    clock.now = 30.0  # 20 s from an earlier session + 30 s in this epoch: half the budget
+    budget.on_train_batch_begin(0)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.5)
+    budget.on_train_batch_end(0)
+    assert not model.stop_training
+    clock.now = 80.0  # 100 s spent: the step that spends it is the last
+    budget.on_train_batch_begin(1)
+    budget.on_train_batch_end(1)
+    assert model.stop_training
+    logs = {"epoch_seconds": 80.0, "images_per_second": 1000.0}
+    budget.on_epoch_end(0, logs)
+    assert budget.spent == pytest.approx(100.0)
+    assert logs["images_per_second"] == pytest.approx(200.0)  # 2 of 10 steps trained
+
+
+def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar):
+    """``Recipe(minutes=...)``: training stops once the budget is spent, whatever ``epochs`` says."""
+    recipe = training.Recipe(**{**TINY, "epochs": 50, "minutes": 0.25, "train_subset": 128})
+    out = tmp_path / "run"
+    _, hist = training.train(recipe, out, str(fake_cifar), tensorboard=False, test_at_epochs=[50], verbose=0)
+    trained = sum(hist["epoch_seconds"])
+    assert 1 < len(hist["loss"]) < 50
+    assert 15.0 <= trained < 15.0 + 2 * max(hist["epoch_seconds"][1:])
+    run = json.loads((out / "run.json").read_text())
+    assert run["recipe"]["minutes"] == 0.25 and not (out / "backup").exists()
+    # epoch 50 is never reached; the last epoch, where the budget ran out, gets a test point
+    points = json.loads((out / "test_points.json").read_text())
+    assert [p["epoch"] for p in points] == [len(hist["loss"])]
+    assert points[-1]["train_seconds"] == pytest.approx(trained)
