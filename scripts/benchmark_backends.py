@@ -1,11 +1,15 @@
-"""Training images/s of SepNet under each Keras backend, side by side, measured in one run.
+"""Training images/s of one model under each Keras backend, side by side, measured in one run.
 
 Usage:
-    python scripts/benchmark_backends.py [--python tensorflow=.venv/bin/python jax=.venv-jax/bin/python]
+    python scripts/benchmark_backends.py [--model sepnet_fast]
+        [--python tensorflow=.venv/bin/python jax=.venv-jax/bin/python torch=.venv-torch/bin/python]
 
 A Keras backend is fixed when Keras is imported, so each backend is measured in its own
 subprocess (``KERAS_BACKEND=...``), one after another, with the same model, batch size and
 number of timed steps. Backends whose interpreter is missing are reported as skipped.
+``BACKEND+jit=INTERPRETER`` measures that backend with ``jit_compile=True`` (XLA under
+TensorFlow, ``torch.compile`` under PyTorch; JAX always compiles), which Keras leaves off
+on a CPU: e.g. ``torch+jit=.venv-torch/bin/python``. Compiling takes minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MEASURE = (
     "import json, keras; from cifarsep_lib import speed;"
     "print(json.dumps({'keras': keras.__version__, "
-    "'images_per_s': speed.training_throughput('sepnet', batch_size=256, steps=STEPS)}))"
+    "'images_per_s': speed.training_throughput(MODEL, batch_size=256, steps=STEPS, jit_compile=JIT)}))"
 )
 
 
@@ -32,37 +36,43 @@ def main() -> None:
     parser.add_argument(
         "--python",
         nargs="+",
-        default=[f"tensorflow={sys.executable}", f"jax={ROOT / '.venv-jax/bin/python'}"],
-        help="BACKEND=INTERPRETER pairs",
+        default=[
+            f"tensorflow={sys.executable}",
+            f"jax={ROOT / '.venv-jax/bin/python'}",
+            f"torch={ROOT / '.venv-torch/bin/python'}",
+        ],
+        help="BACKEND=INTERPRETER or BACKEND+jit=INTERPRETER pairs",
     )
+    parser.add_argument("--model", default="sepnet", help="a name in models.MODELS (default: sepnet)")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "model": "sepnet",
+        "model": args.model,
         "batch_size": 256,
         "backends": {},
     }
     for pair in args.python:
-        backend, python = pair.split("=", 1)
+        label, python = pair.split("=", 1)
+        backend, _, jit = label.partition("+")
         if not Path(python).is_file():
-            result["backends"][backend] = {"skipped": f"no interpreter at {python}"}
-            print(f"{backend:11s} skipped (no interpreter at {python})")
+            result["backends"][label] = {"skipped": f"no interpreter at {python}"}
+            print(f"{label:14s} skipped (no interpreter at {python})")
             continue
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run(
-            [python, "-c", MEASURE.replace("STEPS", str(args.steps))], env=env, capture_output=True, text=True
-        )
+        code = MEASURE.replace("STEPS", str(args.steps)).replace("MODEL", repr(args.model))
+        code = code.replace("JIT", "True" if jit == "jit" else "'auto'")
+        proc = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True)
         if proc.returncode:
-            result["backends"][backend] = {"failed": proc.stderr.strip().splitlines()[-1]}
-            print(f"{backend:11s} failed: {proc.stderr.strip().splitlines()[-1]}")
+            result["backends"][label] = {"failed": proc.stderr.strip().splitlines()[-1]}
+            print(f"{label:14s} failed: {proc.stderr.strip().splitlines()[-1]}")
             continue
         measured = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["backends"][backend] = measured
+        result["backends"][label] = measured
         ips, version = measured["images_per_s"], measured["keras"]
-        print(f"{backend:11s} {ips:8.1f} training images/s (Keras {version})", flush=True)
+        print(f"{label:14s} {ips:8.1f} training images/s (Keras {version})", flush=True)
     print(json.dumps(result))
 
 
