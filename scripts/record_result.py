@@ -141,6 +141,8 @@ def main() -> None:
     }
     if args.unfinished:
         entry["unfinished"] = True
+    elif run["recipe"].get("minutes"):
+        entry["time_budget_minutes"] = run["recipe"]["minutes"]  # trained for a time, not an epoch count
     if args.note:
         entry["note"] = args.note
     results_path = TRAINED / "results.json"

@@ -14,7 +14,11 @@ def results_table(results: dict) -> str:
         "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for m in results["models"]:
-        epochs = f"{m['epochs']} (run unfinished)" if m.get("unfinished") else m["epochs"]
+        epochs = m["epochs"]
+        if m.get("unfinished"):
+            epochs = f"{epochs} (run unfinished)"
+        elif m.get("time_budget_minutes"):
+            epochs = f"{epochs} ({m['time_budget_minutes']:g}-minute budget)"
         lines.append(
             f"| {m['name']} | {m['params']:,} | {m['conv2d_layers']} | {epochs} | {m['hardware']} "
             f"| {m['train_seconds'] / 60:.0f} min | {100 * m['test_accuracy']:.2f} % "

@@ -58,3 +58,5 @@ def test_results_table_marks_unfinished_runs():
     entry.update(test_accuracy=0.7, test_accuracy_tta=0.71)
     assert "| 17 | CPU |" in module.results_table({"models": [entry]})
     assert "| 17 (run unfinished) | CPU |" in module.results_table({"models": [{**entry, "unfinished": True}]})
+    budgeted = {**entry, "time_budget_minutes": 60.0}
+    assert "| 17 (60-minute budget) | CPU |" in module.results_table({"models": [budgeted]})
