@@ -191,44 +191,36 @@ def results_figure(results: dict, base_dir="."):
     """Test accuracy against training CPU-minutes (the shipped runs' fixed-epoch test points)
     and against parameter count (the shipped models), from ``trained/results.json``.
 
-    Only runs whose ``hardware`` is a CPU (or not given) go on the minutes axis: a GPU
-    run's minutes would not compare; it still appears on the parameters axis."""
+    Each model keeps one colour in both panels, and one legend names them all. Only runs
+    whose ``hardware`` is a CPU (or not given) go on the minutes axis: a GPU run's minutes
+    would not compare; it still appears on the parameters axis, as a square."""
     import json
     from pathlib import Path
 
-    fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(11, 4))
-    for entry in results["models"]:
+    fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(12, 4.2))
+    # Several runs share one architecture, so their points sit on one vertical line on the
+    # right: names written beside the points would overlap there, a legend does not.
+    palette = plt.get_cmap("tab10" if len(results["models"]) <= 10 else "tab20").colors
+    for i, entry in enumerate(results["models"]):
+        color = palette[i % len(palette)]
+        on_cpu = entry.get("hardware", "CPU").startswith("CPU")
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
-        if points_file.is_file() and entry.get("hardware", "CPU").startswith("CPU"):
+        if points_file.is_file() and on_cpu:
             points = json.loads(points_file.read_text())
             minutes = [p["train_seconds"] / 60 for p in points]
-            ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", label=entry["name"])
-        dot = ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60)
-        # A name goes to the right of and below its point. Runs of one architecture share a
-        # parameter count, so their points sit on one vertical line: their names are stacked
-        # from the best run down, a line apart, to the left of the largest models' points
-        # (the right of the plot is crowded there) and to the right of the others.
-        twins = [m for m in results["models"] if m["params"] == entry["params"]]
-        if len(twins) > 1:
-            rank = sorted(twins, key=lambda m: -m["test_accuracy"]).index(entry)
-            on_left = entry["params"] >= 0.75 * max(m["params"] for m in results["models"])
-            xytext, align = ((-8 if on_left else 5), 4 - 11 * rank), ("right" if on_left else "left")
-        else:
-            xytext, align = (5, -12), "left"
-        ax_params.annotate(entry["name"], (entry["params"], 100 * entry["test_accuracy"]), fontsize=9,
-                           xytext=xytext, ha=align, textcoords="offset points",
-                           color=dot.get_facecolor()[0])  # fmt: skip
+            ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", color=color, label=entry["name"])
+        marker, label = ("o", entry["name"]) if on_cpu else ("s", f"{entry['name']} (GPU)")
+        ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60, color=color, marker=marker, label=label)
     for ax in (ax_time, ax_params):
         ax.axhline(84, color="grey", ls="--", lw=1)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     ax_time.set_xlabel("training time (minutes, 2-core CPU)")
     ax_time.set_title("Accuracy against CPU-minutes")
-    if ax_time.get_legend_handles_labels()[0]:  # some run had test points (the 84 % line has no label)
-        ax_time.legend()
-    ax_params.margins(x=0.1, y=0.15)  # room for the names written beside the lowest points
+    ax_params.margins(x=0.1, y=0.15)
     ax_params.axvline(100_000, color="red", ls=":", lw=1)
     ax_params.set_xlabel("parameters")
     ax_params.set_title("Accuracy against parameters (limit: 100K)")
+    ax_params.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
     fig.tight_layout()
     return fig

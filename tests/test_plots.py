@@ -118,6 +118,10 @@ def test_results_figure_reads_test_points(tmp_path):
     assert "m" in [line.get_label() for line in fig.axes[0].lines]
 
 
+def _legend_names(ax) -> list[str]:
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
 def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
     import json
 
@@ -133,18 +137,23 @@ def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
     }
     fig = plots.results_figure(results, base_dir=tmp_path)
     assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == ["cpu_run"]
-    assert {text.get_text() for text in fig.axes[1].texts} == {"cpu_run", "gpu_run"}
+    assert _legend_names(fig.axes[1]) == ["cpu_run", "gpu_run (GPU)"]
 
 
-def test_results_figure_writes_names_of_equal_sized_models_apart():
-    models = [{"name": n, "params": 90_000, "test_accuracy": a} for n, a in (("long", 0.88), ("short", 0.876))]
-    fig = plots.results_figure({"models": models})
-    offsets = {text.get_text(): text.xyann for text in fig.axes[1].texts}
-    assert offsets["long"][1] > 0 > offsets["short"][1]  # the better run's name above its point
+def test_results_figure_gives_each_model_one_colour_in_both_panels(tmp_path):
+    import json
 
+    import matplotlib.colors as mcolors
 
-def test_results_figure_stacks_names_of_three_equal_sized_models_by_accuracy():
-    runs = (("a", 0.880), ("b", 0.884), ("c", 0.876))
-    fig = plots.results_figure({"models": [{"name": n, "params": 90_000, "test_accuracy": a} for n, a in runs]})
-    offsets = {text.get_text(): text.xyann[1] for text in fig.axes[1].texts}
-    assert offsets["b"] - offsets["a"] >= 10 and offsets["a"] - offsets["c"] >= 10  # best on top, a line apart
+    names = [f"run{i}" for i in range(12)]  # more models than one ten-colour palette holds
+    for name in names:
+        (tmp_path / f"{name}_test_points.json").write_text(
+            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
+        )
+    models = [{"name": n, "params": 90_000, "test_accuracy": 0.88} for n in names]  # all on one vertical line
+    fig = plots.results_figure({"models": models}, base_dir=tmp_path)
+    line_colors = {line.get_label(): mcolors.to_hex(line.get_color()) for line in fig.axes[0].lines}
+    dot_colors = [mcolors.to_hex(dots.get_facecolor()[0]) for dots in fig.axes[1].collections]
+    assert [line_colors[n] for n in names] == dot_colors
+    assert len(set(dot_colors)) == 12  # told apart by colour, and named in the legend
+    assert _legend_names(fig.axes[1]) == names

@@ -65,3 +65,18 @@ def test_notebook_committed_with_outputs_and_no_errors(path):
 def test_notebooks_do_not_use_conv2d_layers(path):
     source = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
     assert not re.search(r"layers\.Conv2D\(", source)
+
+
+def test_lab_journal_links_every_benchmark_output_and_only_existing_ones():
+    journal = (ROOT / "benchmarks" / "README.md").read_text()
+    linked = set(re.findall(r"\]\(([\w.-]+\.txt)\)", journal))
+    present = {p.name for p in (ROOT / "benchmarks").glob("*.txt")}
+    assert present - linked == set(), "benchmark outputs missing from benchmarks/README.md"
+    assert linked - present == set(), "benchmarks/README.md links files that do not exist"
+
+
+def test_readme_names_every_model_the_command_line_accepts():
+    from cifarsep_lib import models
+
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in models.MODELS if f"`{name}`" not in readme] == []
