@@ -540,7 +540,8 @@ class TestAccuracyAt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._train_seconds += (logs or {}).get("epoch_seconds", 0.0)
-        stopped = self.model.stop_training and np.isfinite((logs or {}).get("loss", 0.0))
+        # stop_training exists once fit has started; a model evaluated outside fit has none
+        stopped = getattr(self.model, "stop_training", False) and np.isfinite((logs or {}).get("loss", 0.0))
         if epoch + 1 in self.epochs or stopped:
             result = evaluation.evaluate_model(self.model, self.x_test, self.y_test, tta=True)
             acc, acc_tta = result["accuracy"], result["accuracy_tta"]
