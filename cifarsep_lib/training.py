@@ -62,6 +62,9 @@ class Recipe:
     minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
 
 
+EPOCH_CAP_UNDER_A_BUDGET = 10_000  # the command line's --epochs with --minutes and no --epochs: the budget ends the run
+
+
 def assignment_recipe(**overrides) -> Recipe:
     """The course assignment's recipe for its base model, as its public write-ups run it.
 
@@ -467,8 +470,12 @@ class Throughput(keras.callbacks.Callback):
         # Validation runs inside the epoch; stop the training clock when it starts.
         self._train_end = self._train_end or time.perf_counter()
 
+    def seconds_this_epoch(self) -> float:
+        """Seconds of training in the current epoch so far (its validation pass excluded)."""
+        return (self._train_end or time.perf_counter()) - self._start
+
     def on_epoch_end(self, epoch, logs=None):
-        seconds = (self._train_end or time.perf_counter()) - self._start
+        seconds = self.seconds_this_epoch()
         if logs is not None:
             logs["epoch_seconds"] = seconds
             logs["images_per_second"] = self.images_per_epoch / seconds
@@ -484,23 +491,31 @@ class TimeBudget(keras.callbacks.Callback):
     decayed when time is up) and stops training after the step that spends it. Keras
     then validates and checkpoints that last, shorter epoch as usual.
 
-    The clock is the one ``Throughput`` (placed before it) logs: validation and test
-    passes are not counted. ``train_seconds`` continues the clock of a resumed run.
-    ``lr_at`` is ``None`` for a constant rate (Adam): the budget then only stops training.
-    ``steps_per_epoch`` lets it correct ``Throughput``'s images/s for the last epoch,
-    which trained only part of the images.
+    The clock is ``clock``, the run's ``Throughput`` (placed before this callback), so the
+    budget and the logged epoch times agree: validation and test passes are not counted.
+    ``train_seconds`` continues the clock of a resumed run. ``lr_at`` is ``None`` for a
+    constant rate (Adam): the budget then only stops training. ``steps_per_epoch`` lets
+    it correct ``Throughput``'s images/s for the last epoch, which trained only part of
+    the images.
     """
 
-    def __init__(self, seconds: float, lr_at=None, train_seconds: float = 0.0, steps_per_epoch: int | None = None):
+    def __init__(
+        self,
+        seconds: float,
+        clock: Throughput,
+        lr_at=None,
+        train_seconds: float = 0.0,
+        steps_per_epoch: int | None = None,
+    ):
         super().__init__()
-        self.seconds, self.lr_at, self.spent = seconds, lr_at, train_seconds
+        self.seconds, self.clock, self.lr_at, self.spent = seconds, clock, lr_at, train_seconds
         self.steps_per_epoch = steps_per_epoch
 
     def _elapsed(self) -> float:
-        return self.spent + time.perf_counter() - self._epoch_start
+        return self.spent + self.clock.seconds_this_epoch()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start, self._steps = time.perf_counter(), 0
+        self._steps = 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.lr_at is not None:
@@ -513,7 +528,7 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        self.spent += logs.get("epoch_seconds", time.perf_counter() - self._epoch_start)
+        self.spent += self.clock.seconds_this_epoch()
         if self.steps_per_epoch and self._steps < self.steps_per_epoch and "images_per_second" in logs:
             logs["images_per_second"] *= self._steps / self.steps_per_epoch
 
@@ -666,10 +681,13 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     )
 
 
-def _time_budget(recipe: Recipe, train_seconds: float, steps_per_epoch: int | None) -> TimeBudget:
-    """The ``TimeBudget`` of ``recipe``: its learning-rate curve for SGD, none for Adam's constant rate."""
+def _time_budget(recipe: Recipe, clock: Throughput, train_seconds: float, steps_per_epoch: int | None) -> list:
+    """``[TimeBudget]`` for a recipe with ``minutes`` (its learning-rate curve for SGD, none
+    for Adam's constant rate), ``[]`` for one without."""
+    if not recipe.minutes:
+        return []
     lr_at = lr_by_fraction(recipe) if recipe.optimizer == "sgd" else None
-    return TimeBudget(60.0 * recipe.minutes, lr_at, train_seconds, steps_per_epoch)
+    return [TimeBudget(60.0 * recipe.minutes, clock, lr_at, train_seconds, steps_per_epoch)]
 
 
 def _callbacks(
@@ -678,14 +696,13 @@ def _callbacks(
     test_set,
     test_at_epochs,
     tensorboard: bool,
-    ema: bool = False,
-    low_res=None,
     recipe: Recipe | None = None,
+    low_res=None,
     steps_per_epoch: int | None = None,
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
-    With ``ema`` (the optimizer averages the weights), ``SwapEMAWeights`` puts the average
+    When ``recipe`` averages the weights (``ema_momentum``), ``SwapEMAWeights`` puts the average
     into the model for validation and, at each epoch's end, for the checkpoint and test
     points after it; ``BackupAndRestore`` comes before it, so the backup holds the
     training weights and their average in their own places. ``low_res`` (a
@@ -700,13 +717,15 @@ def _callbacks(
     else:
         print(f"Resuming after epoch {resumed.epochs} ({resumed.train_seconds:.0f} s of training so far)")
     resumed = resumed or LoggedSoFar()
+    recipe = recipe or Recipe()
+    throughput = Throughput(n_train)
     callbacks = [
         *([low_res] if low_res is not None else []),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
-        Throughput(n_train),
-        *([_time_budget(recipe, resumed.train_seconds, steps_per_epoch)] if recipe and recipe.minutes else []),
-        *([SwapEMAWeights(swap_on_epoch=True)] if ema else []),
+        throughput,
+        *_time_budget(recipe, throughput, resumed.train_seconds, steps_per_epoch),
+        *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
@@ -812,9 +831,8 @@ def train(
             length = f"{recipe.minutes:g} minutes of training (at most {length})"
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
-        ema = recipe.ema_momentum is not None
         test_set = (x_test, y_test) if test_at_epochs else None
-        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, ema, low_res, recipe, steps)
+        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, steps)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 
