@@ -13,10 +13,6 @@ def _train(args) -> int:
 
     fields = {f.name for f in dataclasses.fields(training.Recipe)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if args.minutes and args.epochs is None:
-        # The budget is the run's length: the recipe's epoch count (80) must not end it first,
-        # as it did a 60-minute run of sepnet_fast on a fast day (80 epochs in 58 minutes).
-        overrides["epochs"] = training.EPOCH_CAP_UNDER_A_BUDGET
     recipe = training.RECIPES[args.recipe](**overrides)
     test_at = [int(e) for e in args.test_at.split(",")] if args.test_at else []
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)

@@ -39,7 +39,7 @@ class Recipe:
     """Hyper-parameters of a training run; the defaults are the series' recipe."""
 
     model: str = "sepnet"
-    epochs: int = 80  # the shipped sepnet run (trained/results.json)
+    epochs: int | None = None  # None: 80 (the shipped sepnet run), or EPOCH_CAP_UNDER_A_BUDGET with `minutes`
     batch_size: int = 256
     peak_lr: float = 0.2
     warmup_fraction: float = 0.15
@@ -61,19 +61,27 @@ class Recipe:
     fused_batchnorm: bool = False  # True: layers.FusedBatchNormalization (same arithmetic, 3-6 % faster on a CPU)
     minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
 
+    def __post_init__(self):
+        if self.epochs is None:
+            # A time budget is the run's length: the default 80 epochs must not end it first,
+            # as they ended a 60-minute run of sepnet_fast on a fast day after 58 minutes.
+            self.epochs = DEFAULT_EPOCHS if self.minutes is None else EPOCH_CAP_UNDER_A_BUDGET
 
-EPOCH_CAP_UNDER_A_BUDGET = 10_000  # the command line's --epochs with --minutes and no --epochs: the budget ends the run
+
+DEFAULT_EPOCHS = 80  # the shipped sepnet run (trained/results.json)
+EPOCH_CAP_UNDER_A_BUDGET = 10_000  # epochs of a time-budgeted run that names none: out of reach, so time ends it
 
 
 def assignment_recipe(**overrides) -> Recipe:
     """The course assignment's recipe for its base model, as its public write-ups run it.
 
     Adam at Keras' default learning rate (0.001, constant), plain cross-entropy, no weight
-    decay, no augmentation, batch 128, 50 epochs. ``overrides`` replace fields (e.g. ``epochs``).
+    decay, no augmentation, batch 128, 50 epochs. ``overrides`` replace fields (e.g. ``epochs``);
+    with ``minutes`` and no ``epochs``, the time budget alone ends the run (as in ``Recipe``).
     """
     assignment = dict(
         model="base_model",
-        epochs=50,
+        epochs=None if overrides.get("minutes") else 50,
         batch_size=128,
         optimizer="adam",
         peak_lr=1e-3,
@@ -457,14 +465,22 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
 
 
 class Throughput(keras.callbacks.Callback):
-    """Records wall time and training images/s of each epoch into the logs."""
+    """Records wall time and training images/s of each epoch into the logs.
 
-    def __init__(self, images_per_epoch: int):
+    With ``batch_size`` it counts the images of the steps actually trained, so an epoch
+    that a ``TimeBudget`` ends part-way reports its own images/s, not a share of a full
+    epoch's images spread over its shorter time.
+    """
+
+    def __init__(self, images_per_epoch: int, batch_size: int | None = None):
         super().__init__()
-        self.images_per_epoch = images_per_epoch
+        self.images_per_epoch, self.batch_size = images_per_epoch, batch_size
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_end = time.perf_counter(), None
+        self._start, self._train_end, self._steps = time.perf_counter(), None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
 
     def on_test_begin(self, logs=None):
         # Validation runs inside the epoch; stop the training clock when it starts.
@@ -474,11 +490,17 @@ class Throughput(keras.callbacks.Callback):
         """Seconds of training in the current epoch so far (its validation pass excluded)."""
         return (self._train_end or time.perf_counter()) - self._start
 
+    def images_this_epoch(self) -> int:
+        """Training images of the current epoch so far (all of them without ``batch_size``)."""
+        if not self.batch_size:
+            return self.images_per_epoch
+        return min(self._steps * self.batch_size, self.images_per_epoch)
+
     def on_epoch_end(self, epoch, logs=None):
         seconds = self.seconds_this_epoch()
         if logs is not None:
             logs["epoch_seconds"] = seconds
-            logs["images_per_second"] = self.images_per_epoch / seconds
+            logs["images_per_second"] = self.images_this_epoch() / seconds
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -494,51 +516,34 @@ class TimeBudget(keras.callbacks.Callback):
     The clock is ``clock``, the run's ``Throughput`` (placed before this callback), so the
     budget and the logged epoch times agree: validation and test passes are not counted.
     ``train_seconds`` continues the clock of a resumed run. ``lr_at`` is ``None`` for a
-    constant rate (Adam): the budget then only stops training. ``steps_per_epoch`` lets
-    it correct ``Throughput``'s images/s for the last epoch, which trained only part of
-    the images.
+    constant rate (Adam): the budget then only stops training.
     """
 
-    def __init__(
-        self,
-        seconds: float,
-        clock: Throughput,
-        lr_at=None,
-        train_seconds: float = 0.0,
-        steps_per_epoch: int | None = None,
-    ):
+    def __init__(self, seconds: float, clock: Throughput, lr_at=None, train_seconds: float = 0.0):
         super().__init__()
         self.seconds, self.clock, self.lr_at, self.spent = seconds, clock, lr_at, train_seconds
-        self.steps_per_epoch = steps_per_epoch
 
     def _elapsed(self) -> float:
         return self.spent + self.clock.seconds_this_epoch()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._steps = 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.lr_at is not None:
             self.model.optimizer.learning_rate = self.lr_at(self._elapsed() / self.seconds)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
         if self._elapsed() >= self.seconds:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
         self.spent += self.clock.seconds_this_epoch()
-        if self.steps_per_epoch and self._steps < self.steps_per_epoch and "images_per_second" in logs:
-            logs["images_per_second"] *= self._steps / self.steps_per_epoch
 
 
 class TestAccuracyAt(keras.callbacks.Callback):
     """Evaluates the *test* set at the end of given epochs, logging training time so far.
 
     Only for measuring time-to-accuracy in benchmarks; model selection uses validation data.
-    It also evaluates the epoch where training stops early (a ``TimeBudget`` spent), so
-    that a run on a time budget always ends with a test point.
+    It also evaluates the run's last epoch, whether ``fit``'s epoch count or an early stop
+    (a ``TimeBudget`` spent) ends it, so that every run ends with a test point.
     Each point holds the plain test accuracy and, reported beside it, the flip-TTA accuracy
     (mean prediction over each image and its mirror image, ``evaluation.evaluate_model``).
     The clock sums the ``epoch_seconds`` that ``Throughput`` (placed earlier in the callback
@@ -557,7 +562,8 @@ class TestAccuracyAt(keras.callbacks.Callback):
         self._train_seconds += (logs or {}).get("epoch_seconds", 0.0)
         # stop_training exists once fit has started; a model evaluated outside fit has none
         stopped = getattr(self.model, "stop_training", False) and np.isfinite((logs or {}).get("loss", 0.0))
-        if epoch + 1 in self.epochs or stopped:
+        last = epoch + 1 == (self.params or {}).get("epochs")
+        if epoch + 1 in self.epochs or stopped or last:
             result = evaluation.evaluate_model(self.model, self.x_test, self.y_test, tta=True)
             acc, acc_tta = result["accuracy"], result["accuracy_tta"]
             self.points.append(
@@ -681,13 +687,13 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     )
 
 
-def _time_budget(recipe: Recipe, clock: Throughput, train_seconds: float, steps_per_epoch: int | None) -> list:
+def _time_budget(recipe: Recipe, clock: Throughput, train_seconds: float) -> list:
     """``[TimeBudget]`` for a recipe with ``minutes`` (its learning-rate curve for SGD, none
     for Adam's constant rate), ``[]`` for one without."""
     if not recipe.minutes:
         return []
     lr_at = lr_by_fraction(recipe) if recipe.optimizer == "sgd" else None
-    return [TimeBudget(60.0 * recipe.minutes, clock, lr_at, train_seconds, steps_per_epoch)]
+    return [TimeBudget(60.0 * recipe.minutes, clock, lr_at, train_seconds)]
 
 
 def _callbacks(
@@ -698,7 +704,6 @@ def _callbacks(
     tensorboard: bool,
     recipe: Recipe | None = None,
     low_res=None,
-    steps_per_epoch: int | None = None,
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
@@ -718,13 +723,13 @@ def _callbacks(
         print(f"Resuming after epoch {resumed.epochs} ({resumed.train_seconds:.0f} s of training so far)")
     resumed = resumed or LoggedSoFar()
     recipe = recipe or Recipe()
-    throughput = Throughput(n_train)
+    throughput = Throughput(n_train, recipe.batch_size)
     callbacks = [
         *([low_res] if low_res is not None else []),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         throughput,
-        *_time_budget(recipe, throughput, resumed.train_seconds, steps_per_epoch),
+        *_time_budget(recipe, throughput, resumed.train_seconds),
         *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
         SafeCheckpoint(
             str(out / "best.keras"),
@@ -832,7 +837,7 @@ def train(
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
         test_set = (x_test, y_test) if test_at_epochs else None
-        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, steps)
+        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 

@@ -202,6 +202,17 @@ def test_cli_passes_recipe_options_to_the_recipe(monkeypatch, flag, value, field
     assert cli.main(["train", flag, value]) == 0 and getattr(seen["recipe"], field) == float(value)
 
 
+def test_a_time_budget_without_epochs_is_not_cut_short_by_the_default_epochs():
+    """With ``minutes`` and no ``epochs``, time ends the run; an explicit epoch count still caps it."""
+    cap = training.EPOCH_CAP_UNDER_A_BUDGET
+    assert training.Recipe().epochs == training.DEFAULT_EPOCHS < cap
+    assert training.Recipe(minutes=60).epochs == cap
+    assert training.Recipe(minutes=60, epochs=30).epochs == 30
+    assert training.assignment_recipe().epochs == 50
+    assert training.assignment_recipe(minutes=60).epochs == cap
+    assert training.assignment_recipe(minutes=60, epochs=30).epochs == 30
+
+
 def test_a_time_budget_from_the_command_line_is_not_cut_short_by_the_default_epochs(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
@@ -253,6 +264,18 @@ def test_test_points_hold_plain_and_flip_tta_accuracy(tmp_path):
     assert point["epoch"] == 2 and point["train_seconds"] == 12.0
     assert point["test_accuracy"] == expected["accuracy"] == 1.0
     assert point["test_accuracy_tta"] == expected["accuracy_tta"] < 1.0
+
+
+def test_the_last_epoch_of_a_run_gets_a_test_point_even_when_not_asked_for(tmp_path):
+    """A run that its epoch count ends (not a time budget) still ends with a test point."""
+    x = np.zeros((8, 32, 32, 3), "uint8")
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    callback = training.TestAccuracyAt(x, np.zeros(8, "int64"), epochs=(1,))
+    callback.set_model(model)
+    callback.set_params({"epochs": 3})
+    for epoch in range(3):
+        callback.on_epoch_end(epoch, {"epoch_seconds": 1.0})
+    assert [p["epoch"] for p in callback.points] == [1, 3]
 
 
 def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path, fake_cifar):
@@ -506,10 +529,9 @@ def test_time_budget_sets_the_rate_from_time_spent_and_stops_when_it_is_spent(mo
     monkeypatch.setattr(training.time, "perf_counter", clock)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse")
-    throughput = training.Throughput(images_per_epoch=80_000)  # the clock the budget reads
-    budget = training.TimeBudget(
-        100.0, throughput, lr_at=lambda fraction: 1.0 - fraction, train_seconds=20.0, steps_per_epoch=10
-    )
+    # the clock the budget reads: 10 steps of 8,000 images per epoch
+    throughput = training.Throughput(images_per_epoch=80_000, batch_size=8_000)
+    budget = training.TimeBudget(100.0, throughput, lr_at=lambda fraction: 1.0 - fraction, train_seconds=20.0)
     budget.set_model(model)
     model.stop_training = False
     throughput.on_epoch_begin(0)
@@ -517,25 +539,56 @@ def test_time_budget_sets_the_rate_from_time_spent_and_stops_when_it_is_spent(mo
     clock.now = 30.0  # 20 s from an earlier session + 30 s in this epoch: half the budget
     budget.on_train_batch_begin(0)
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.5)
+    throughput.on_train_batch_end(0)
     budget.on_train_batch_end(0)
     assert not model.stop_training
     clock.now = 80.0  # 100 s spent: the step that spends it is the last
     budget.on_train_batch_begin(1)
+    throughput.on_train_batch_end(1)
     budget.on_train_batch_end(1)
     assert model.stop_training
     throughput.on_test_begin()  # validation starts: neither clock counts it
     clock.now = 95.0
     logs = {}
     throughput.on_epoch_end(0, logs)
-    assert logs["epoch_seconds"] == pytest.approx(80.0) and logs["images_per_second"] == pytest.approx(1000.0)
     budget.on_epoch_end(0, logs)
     assert budget.spent == pytest.approx(100.0)
-    assert logs["images_per_second"] == pytest.approx(200.0)  # 2 of 10 steps trained
+    # 2 of the 10 steps trained: 16,000 images in 80 s
+    assert logs["epoch_seconds"] == pytest.approx(80.0) and logs["images_per_second"] == pytest.approx(200.0)
 
 
-def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar):
-    """``Recipe(minutes=...)``: training stops once the budget is spent, whatever ``epochs`` says."""
-    # The cap must be out of reach in 15 s on a fast day too: 50 epochs of these 128 images once took under 15 s.
+def test_throughput_counts_a_short_last_batch_and_whole_epochs_without_a_batch_size():
+    logs = {}
+    by_steps = training.Throughput(images_per_epoch=1_000, batch_size=256)  # 3 batches of 256 and one of 232
+    by_steps.on_epoch_begin(0)
+    for step in range(4):
+        by_steps.on_train_batch_end(step)
+    assert by_steps.images_this_epoch() == 1_000
+    whole = training.Throughput(images_per_epoch=1_000)
+    whole.on_epoch_begin(0)
+    whole.on_epoch_end(0, logs)
+    assert whole.images_this_epoch() == 1_000 and logs["images_per_second"] > 0
+
+
+class _TickingClock:
+    """A clock that advances one second each time it is read: time spent is a count of readings."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, monkeypatch):
+    """``Recipe(minutes=...)``: training stops once the budget is spent, whatever ``epochs`` says.
+
+    The clock ticks per reading, not per real second, so the number of epochs that fit the
+    budget does not depend on how fast (or how busy) the machine is: a real 15-s budget
+    was once spent by the first epoch alone on a busy machine, and 50 epochs on a fast one.
+    """
+    monkeypatch.setattr(training.time, "perf_counter", _TickingClock())
     cap = 1_000
     recipe = training.Recipe(**{**TINY, "epochs": cap, "minutes": 0.25, "train_subset": 128})
     out = tmp_path / "run"
