@@ -517,10 +517,14 @@ def test_lr_by_fraction_is_the_schedule_over_a_fraction_of_the_run():
 
 
 class _FakeClock:
-    def __init__(self):
-        self.now = 0.0
+    """A stand-in for ``time.perf_counter``: reads ``now``, which advances by ``tick`` per reading
+    (0: only when a test sets it; 1: time spent is a count of readings)."""
+
+    def __init__(self, tick: float = 0.0):
+        self.now, self.tick = 0.0, tick
 
     def __call__(self):
+        self.now += self.tick
         return self.now
 
 
@@ -570,17 +574,6 @@ def test_throughput_counts_a_short_last_batch_and_whole_epochs_without_a_batch_s
     assert whole.images_this_epoch() == 1_000 and logs["images_per_second"] > 0
 
 
-class _TickingClock:
-    """A clock that advances one second each time it is read: time spent is a count of readings."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        self.now += 1.0
-        return self.now
-
-
 def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, monkeypatch):
     """``Recipe(minutes=...)``: training stops once the budget is spent, whatever ``epochs`` says.
 
@@ -588,7 +581,7 @@ def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, 
     budget does not depend on how fast (or how busy) the machine is: a real 15-s budget
     was once spent by the first epoch alone on a busy machine, and 50 epochs on a fast one.
     """
-    monkeypatch.setattr(training.time, "perf_counter", _TickingClock())
+    monkeypatch.setattr(training.time, "perf_counter", _FakeClock(tick=1.0))
     cap = 1_000
     recipe = training.Recipe(**{**TINY, "epochs": cap, "minutes": 0.25, "train_subset": 128})
     out = tmp_path / "run"
