@@ -467,12 +467,12 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
 class Throughput(keras.callbacks.Callback):
     """Records wall time and training images/s of each epoch into the logs.
 
-    With ``batch_size`` it counts the images of the steps actually trained, so an epoch
-    that a ``TimeBudget`` ends part-way reports its own images/s, not a share of a full
-    epoch's images spread over its shorter time.
+    It counts the images of the steps actually trained (``batch_size`` per step, fewer in
+    the last), so an epoch that a ``TimeBudget`` ends part-way reports its own images/s,
+    not a share of a full epoch's images spread over its shorter time.
     """
 
-    def __init__(self, images_per_epoch: int, batch_size: int | None = None):
+    def __init__(self, images_per_epoch: int, batch_size: int):
         super().__init__()
         self.images_per_epoch, self.batch_size = images_per_epoch, batch_size
 
@@ -491,9 +491,7 @@ class Throughput(keras.callbacks.Callback):
         return (self._train_end or time.perf_counter()) - self._start
 
     def images_this_epoch(self) -> int:
-        """Training images of the current epoch so far (all of them without ``batch_size``)."""
-        if not self.batch_size:
-            return self.images_per_epoch
+        """Training images of the current epoch so far."""
         return min(self._steps * self.batch_size, self.images_per_epoch)
 
     def on_epoch_end(self, epoch, logs=None):
