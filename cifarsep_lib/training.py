@@ -39,7 +39,8 @@ class Recipe:
     """Hyper-parameters of a training run; the defaults are the series' recipe."""
 
     model: str = "sepnet"
-    epochs: int | None = None  # None: 80 (the shipped sepnet run), or EPOCH_CAP_UNDER_A_BUDGET with `minutes`
+    epochs: int | None = None  # as given; the run's length is `epoch_count`
+    default_epochs: int = 80  # epochs when neither `epochs` nor `minutes` is given (the shipped sepnet run)
     batch_size: int = 256
     peak_lr: float = 0.2
     warmup_fraction: float = 0.15
@@ -61,14 +62,21 @@ class Recipe:
     fused_batchnorm: bool = False  # True: layers.FusedBatchNormalization (same arithmetic, 3-6 % faster on a CPU)
     minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
 
-    def __post_init__(self):
-        if self.epochs is None:
-            # A time budget is the run's length: the default 80 epochs must not end it first,
-            # as they ended a 60-minute run of sepnet_fast on a fast day after 58 minutes.
-            self.epochs = DEFAULT_EPOCHS if self.minutes is None else EPOCH_CAP_UNDER_A_BUDGET
+    @property
+    def epoch_count(self) -> int:
+        """Epochs the schedule spans and the run trains at most.
+
+        ``epochs`` if given. Otherwise ``default_epochs``, or under a time budget
+        (``minutes``) a number out of reach, so that time ends the run: the default 80
+        epochs once ended a 60-minute run of sepnet_fast on a fast day after 58 minutes.
+        Resolved when read, not when built, so ``dataclasses.replace(recipe, minutes=60)``
+        drops the default too.
+        """
+        if self.epochs is not None:
+            return self.epochs
+        return self.default_epochs if self.minutes is None else EPOCH_CAP_UNDER_A_BUDGET
 
 
-DEFAULT_EPOCHS = 80  # the shipped sepnet run (trained/results.json)
 EPOCH_CAP_UNDER_A_BUDGET = 10_000  # epochs of a time-budgeted run that names none: out of reach, so time ends it
 
 
@@ -77,11 +85,11 @@ def assignment_recipe(**overrides) -> Recipe:
 
     Adam at Keras' default learning rate (0.001, constant), plain cross-entropy, no weight
     decay, no augmentation, batch 128, 50 epochs. ``overrides`` replace fields (e.g. ``epochs``);
-    with ``minutes`` and no ``epochs``, the time budget alone ends the run (as in ``Recipe``).
+    with ``minutes`` and no ``epochs``, the time budget alone ends the run (``Recipe.epoch_count``).
     """
     assignment = dict(
         model="base_model",
-        epochs=None if overrides.get("minutes") else 50,
+        default_epochs=50,
         batch_size=128,
         optimizer="adam",
         peak_lr=1e-3,
@@ -403,7 +411,7 @@ def make_dataset(
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int):
     """Linear warm-up to ``peak_lr`` then cosine decay to ``final_lr_fraction * peak_lr``."""
-    total = max(1, recipe.epochs * steps_per_epoch)
+    total = max(1, recipe.epoch_count * steps_per_epoch)
     warmup = int(recipe.warmup_fraction * total)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=recipe.peak_lr * recipe.final_lr_fraction,
@@ -829,7 +837,7 @@ def train(
                 f"Data-parallel ({distribution}) on {replicas} replica(s): "
                 f"{recipe.batch_size / replicas:g} images per replica per step of {recipe.batch_size}"
             )
-        length = f"{recipe.epochs} epochs of {steps} steps"
+        length = f"{recipe.epoch_count} epochs of {steps} steps"
         if recipe.minutes:
             length = f"{recipe.minutes:g} minutes of training (at most {length})"
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
@@ -843,7 +851,7 @@ def train(
         history = model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=recipe.epochs,
+            epochs=recipe.epoch_count,
             callbacks=callbacks,
             verbose=verbose,
             shuffle=False,  # the input pipeline shuffles, seeded
@@ -860,6 +868,7 @@ def train(
         (out / "history.json").write_text(json.dumps(hist, indent=1))
         run = {
             "recipe": dataclasses.asdict(recipe),
+            "epoch_count": recipe.epoch_count,  # what the recipe resolved to (its `epochs` may be None)
             "device": device,
             "backend": keras.backend.backend(),
             "keras": keras.__version__,

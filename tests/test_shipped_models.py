@@ -31,7 +31,7 @@ def test_main_model_was_trained_with_the_default_recipe():
     main = next(m for m in RESULTS if m["name"] == "sepnet")
     recipe_flags = {"--batch-size", "--peak-lr", "--weight-decay", "--label-smoothing", "--train-subset", "--val-size"}
     assert not recipe_flags & set(main["command"].split()), main["command"]
-    assert int(_flag_value(main, "--epochs")) == training.Recipe().epochs
+    assert int(_flag_value(main, "--epochs")) == training.Recipe().epoch_count
     assert _flag_value(main, "--model") == training.Recipe().model
 
 

@@ -1,6 +1,7 @@
 """Training behaviour on tiny runs (a few hundred synthetic images, 2-3 epochs)."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -82,6 +83,7 @@ def test_assignment_recipe_is_constant_lr_adam_without_augmentation(tmp_path, fa
     assert built == [] and (tmp_path / "run" / "best.keras").is_file()
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["recipe"]["optimizer"] == "adam" and run["params"] == 32_261
+    assert run["epoch_count"] == TINY["epochs"]
 
 
 def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
@@ -205,12 +207,21 @@ def test_cli_passes_recipe_options_to_the_recipe(monkeypatch, flag, value, field
 def test_a_time_budget_without_epochs_is_not_cut_short_by_the_default_epochs():
     """With ``minutes`` and no ``epochs``, time ends the run; an explicit epoch count still caps it."""
     cap = training.EPOCH_CAP_UNDER_A_BUDGET
-    assert training.Recipe().epochs == training.DEFAULT_EPOCHS < cap
-    assert training.Recipe(minutes=60).epochs == cap
-    assert training.Recipe(minutes=60, epochs=30).epochs == 30
-    assert training.assignment_recipe().epochs == 50
-    assert training.assignment_recipe(minutes=60).epochs == cap
-    assert training.assignment_recipe(minutes=60, epochs=30).epochs == 30
+    assert training.Recipe().epoch_count == training.Recipe().default_epochs == 80 < cap
+    assert training.Recipe(minutes=60).epoch_count == cap
+    assert training.Recipe(minutes=60, epochs=30).epoch_count == 30
+    assert training.assignment_recipe().epoch_count == 50
+    assert training.assignment_recipe(minutes=60).epoch_count == cap
+    assert training.assignment_recipe(minutes=60, epochs=30).epoch_count == 30
+
+
+def test_a_time_budget_added_to_a_built_recipe_drops_its_default_epochs():
+    """``dataclasses.replace`` keeps what was given, not what was resolved from it."""
+    cap = training.EPOCH_CAP_UNDER_A_BUDGET
+    assert dataclasses.replace(training.Recipe(), minutes=60).epoch_count == cap
+    assert dataclasses.replace(training.assignment_recipe(), minutes=60).epoch_count == cap
+    assert dataclasses.replace(training.Recipe(epochs=30), minutes=60).epoch_count == 30
+    assert dataclasses.replace(training.Recipe(minutes=60), minutes=None).epoch_count == 80
 
 
 def test_a_time_budget_from_the_command_line_is_not_cut_short_by_the_default_epochs(monkeypatch):
@@ -219,11 +230,11 @@ def test_a_time_budget_from_the_command_line_is_not_cut_short_by_the_default_epo
     seen = {}
     monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
     cli.main(["train", "--minutes", "60"])
-    assert seen["recipe"].epochs == training.EPOCH_CAP_UNDER_A_BUDGET > training.Recipe().epochs
+    assert seen["recipe"].epoch_count == training.EPOCH_CAP_UNDER_A_BUDGET > training.Recipe().epoch_count
     cli.main(["train", "--minutes", "60", "--epochs", "30"])  # an explicit cap stays
-    assert seen["recipe"].epochs == 30
+    assert seen["recipe"].epoch_count == 30
     cli.main(["train"])
-    assert seen["recipe"].epochs == training.Recipe().epochs
+    assert seen["recipe"].epoch_count == training.Recipe().epoch_count
 
 
 def test_averaged_weights_go_to_validation_and_checkpoints_after_the_backup(tmp_path):
