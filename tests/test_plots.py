@@ -157,3 +157,16 @@ def test_results_figure_gives_each_model_one_colour_in_both_panels(tmp_path):
     assert [line_colors[n] for n in names] == dot_colors
     assert len(set(dot_colors)) == 12  # told apart by colour, and named in the legend
     assert _legend_names(fig.axes[1]) == names
+
+
+def test_results_figure_puts_minutes_on_a_log_axis_with_the_two_budgets_marked(tmp_path):
+    import json
+
+    for name, seconds in (("short", [30, 600]), ("long", [600, 18_000])):
+        points = [{"epoch": i + 1, "train_seconds": s, "test_accuracy": 0.5} for i, s in enumerate(seconds)]
+        (tmp_path / f"{name}_test_points.json").write_text(json.dumps(points))
+    models = [{"name": n, "params": 90_000, "test_accuracy": 0.8} for n in ("short", "long")]
+    ax_time = plots.results_figure({"models": models}, base_dir=tmp_path).axes[0]
+    assert ax_time.get_xscale() == "log"
+    vertical = [line.get_xdata()[0] for line in ax_time.lines if len(set(line.get_xdata())) == 1]
+    assert sorted(vertical) == [10, 60]
