@@ -84,6 +84,14 @@ def main(argv=None) -> int:
         help="augment by erasing a random rectangle of each training image with probability P (e.g. 0.5)",
     )
     t.add_argument(
+        "--batchnorm-images",
+        dest="batchnorm_images",
+        type=int,
+        metavar="N",
+        help="before each validation, recompute BatchNorm's statistics on N un-augmented training images "
+        "(e.g. 5000; 0: keep the moving averages of training)",
+    )
+    t.add_argument(
         "--ema",
         dest="ema_momentum",
         type=float,

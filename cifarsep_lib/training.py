@@ -29,8 +29,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from . import batchnorm, evaluation
 from . import data as cdata
-from . import evaluation
 from . import models as cmodels
 
 
@@ -60,6 +60,9 @@ class Recipe:
     low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
     low_res_size: int = 16  # their size in pixels
     fused_batchnorm: bool = False  # True: layers.FusedBatchNormalization (same arithmetic, 3-6 % faster on a CPU)
+    # >0: recompute BatchNorm statistics on this many clean training images before each
+    # validation (batchnorm.PreciseBatchNorm); 0: keep the moving averages of training
+    batchnorm_images: int = 0
     minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
 
     @property
@@ -710,6 +713,7 @@ def _callbacks(
     tensorboard: bool,
     recipe: Recipe | None = None,
     low_res=None,
+    clean_train_images=None,
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
@@ -719,7 +723,10 @@ def _callbacks(
     training weights and their average in their own places. ``low_res`` (a
     ``LowResolutionStart``, or None) goes first, so the epoch's images have their size
     before anything else in the epoch runs. ``recipe.minutes`` adds a ``TimeBudget``
-    right after ``Throughput``, whose clock it reads.
+    right after ``Throughput``, whose clock it reads. ``recipe.batchnorm_images`` adds a
+    ``PreciseBatchNorm`` on the first that many of ``clean_train_images`` after the weight
+    averaging (it recomputes the statistics of the weights about to be validated) and
+    after ``Throughput`` (its seconds are not training time).
     """
     resumed = logged_so_far(out)
     if resumed is None:  # a fresh run: logs left by an earlier, finished run in ``out`` go
@@ -730,6 +737,7 @@ def _callbacks(
     resumed = resumed or LoggedSoFar()
     recipe = recipe or Recipe()
     throughput = Throughput(n_train, recipe.batch_size)
+    n_clean = recipe.batchnorm_images
     callbacks = [
         *([low_res] if low_res is not None else []),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
@@ -737,6 +745,7 @@ def _callbacks(
         throughput,
         *_time_budget(recipe, throughput, resumed.train_seconds),
         *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
+        *([batchnorm.PreciseBatchNorm(clean_train_images[:n_clean])] if n_clean else []),
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
@@ -843,7 +852,9 @@ def train(
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
         test_set = (x_test, y_test) if test_at_epochs else None
-        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res)
+        # The training images in a fixed shuffled order, un-augmented, for PreciseBatchNorm.
+        clean = x_train[np.random.default_rng(recipe.seed).permutation(len(x_train))]
+        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
 

@@ -44,6 +44,26 @@ def test_same_seed_gives_same_history(tmp_path, fake_cifar):
         assert a[key] == b[key], key
 
 
+def test_batchnorm_images_leave_checkpoints_with_statistics_of_clean_training_images(tmp_path, fake_cifar):
+    """``Recipe(batchnorm_images=n)``: the saved model's BatchNorm statistics are those of its
+    own weights on the first ``n`` clean training images (recomputing them changes nothing)."""
+    from cifarsep_lib import batchnorm, evaluation
+    from cifarsep_lib import data as cdata
+
+    n, seed = 128, TINY["seed"]
+    _, hist = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, batchnorm_images=n)
+    assert hist["batchnorm_seconds"][0] > 0
+    (x, y), _ = cdata.load_cifar10(str(fake_cifar))
+    (x, y), _ = cdata.train_val_split(x, y, TINY["val_size"], seed)
+    x, _ = cdata.subset(x, y, TINY["train_subset"], seed)
+    clean = x[np.random.default_rng(seed).permutation(len(x))][:n]
+    saved = evaluation.load_model(tmp_path / "run" / "final.keras")
+    stored = [keras.ops.convert_to_numpy(v).copy() for v in saved.non_trainable_weights]
+    batchnorm.recompute_statistics(saved, clean)
+    for old, new in zip(stored, saved.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(old, keras.ops.convert_to_numpy(new), rtol=1e-4, atol=1e-5)
+
+
 def test_recipe_can_train_sepnet_with_the_fused_batch_norm(tmp_path, fake_cifar):
     """``Recipe(fused_batchnorm=True)`` trains (and records) the network with ``FusedBatchNormalization``."""
     from cifarsep_lib import evaluation
