@@ -2,7 +2,8 @@
 
 Modules: ``data`` (loading CIFAR-10), ``layers`` (SpatiallySeparableConv2D and a faster
 BatchNormalization), ``models`` (the base model and the series' SepNet), ``rules`` (the
-assignment's rules check), ``training`` (the recipe and ``train()``), ``evaluation``
+assignment's rules check), ``training`` (the recipe and ``train()``), ``batchnorm``
+(BatchNorm statistics recomputed for the final weights), ``evaluation``
 (predictions, test accuracy), ``speed`` (training and inference images/s), ``theory``
 (convolution costs, rank-1 kernels, receptive fields), ``analysis`` (confusions,
 calibration, saliency) and ``plots``.

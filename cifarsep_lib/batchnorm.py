@@ -24,25 +24,19 @@ import keras
 import numpy as np
 
 
+def _layers_of(model: keras.Model, kind: type) -> list:
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, kind):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(_layers_of(layer, kind))
+    return found
+
+
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """Every ``BatchNormalization`` layer of ``model``, nested models included."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(batchnorm_layers(layer))
-    return found
-
-
-def _dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dropout):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(_dropout_layers(layer))
-    return found
+    return _layers_of(model, keras.layers.BatchNormalization)
 
 
 def recompute_statistics(model: keras.Model, images, batch_size: int = 500) -> int:
@@ -54,7 +48,7 @@ def recompute_statistics(model: keras.Model, images, batch_size: int = 500) -> i
     at inference. ``images`` should be un-augmented training images (never test images).
     Momenta and dropout rates are restored afterwards, even if the pass fails.
     """
-    norms, dropouts = batchnorm_layers(model), _dropout_layers(model)
+    norms, dropouts = batchnorm_layers(model), _layers_of(model, keras.layers.Dropout)
     if not norms or len(images) == 0:
         return 0
     momenta, rates = [n.momentum for n in norms], [d.rate for d in dropouts]

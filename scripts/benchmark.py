@@ -23,6 +23,7 @@ import platform
 import tempfile
 
 import keras
+import numpy as np
 
 from cifarsep_lib import models, speed, training
 
@@ -35,6 +36,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="schedule length of the time-to-target run")
     parser.add_argument("--time-model", default="sepnet", help="model trained in the time-to-target run")
     parser.add_argument("--ema", type=float, default=None, help="weight-averaging momentum of that run (default: off)")
+    parser.add_argument(
+        "--batchnorm-images",
+        type=int,
+        default=0,
+        help="that run recomputes BatchNorm's statistics on this many clean training images before each "
+        "validation, so its test points score them (default: 0, off)",
+    )
     parser.add_argument(
         "--fused-batchnorm",
         action="store_true",
@@ -89,6 +97,7 @@ def main() -> None:
             low_res_epochs=args.low_res_epochs,
             low_res_size=args.low_res_size,
             fused_batchnorm=args.fused_batchnorm,
+            batchnorm_images=args.batchnorm_images,
             seed=args.seed,
         )
         with tempfile.TemporaryDirectory() as out:
@@ -106,6 +115,9 @@ def main() -> None:
             "low_res_epochs": args.low_res_epochs,
             "low_res_size": args.low_res_size,
             "fused_batchnorm": args.fused_batchnorm,
+            "batchnorm_images": args.batchnorm_images,
+            # Not in train_seconds, like validation; a run needs it once, for its final weights.
+            "batchnorm_seconds_per_epoch": round(float(np.mean(hist.get("batchnorm_seconds", [0.0]))), 2),
             "seed": args.seed,
             "reached": reached is not None,
             "train_seconds": round(reached["train_seconds"], 1) if reached else None,

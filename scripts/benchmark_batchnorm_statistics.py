@@ -23,7 +23,7 @@ the run logged), with statistics recomputed on clean training images, and, to te
 causes apart, recomputed on the same images *augmented* as in training: if those do as
 well as the clean ones, the stored averages were stale (the weights moved on); if they do
 as badly as the stored ones, the averages were of the wrong images. Selection happens on
-the 5,000-image validation split; the test set is reported for finished models only.
+the 5,000-image validation split; test accuracy is printed beside it, for reporting.
 Prints one JSON object last.
 """
 
@@ -70,20 +70,26 @@ def finished_models(files, counts, clean, val, test) -> list[dict]:
     return rows
 
 
-def snapshots(folder: Path, name: str, n: int, clean, val, seed: int) -> list[dict]:
+def snapshots(folder: Path, name: str, n: int, clean, val, test, seed: int) -> list[dict]:
     augment = training.augmentation(seed=seed)
     augmented = keras.ops.convert_to_numpy(augment(clean[:n].astype("float32"), training=True))
     files = sorted(folder.glob("epoch_*.weights.h5"), key=lambda f: int(re.findall(r"\d+", f.name)[0]))
-    print(f"{'epoch':>5} | {'stored':>7} | {'clean':>7} | {'augmented':>9}   (validation accuracy, {n:,} images)")
+    print(f"validation accuracy of each epoch's weights ({n:,} images), and test accuracy, reported only")
+    print(f"{'epoch':>5} | {'stored':>7} | {'clean':>7} | {'augmented':>9} || {'test, stored':>12} | {'clean':>7}")
     rows = []
     for file in files:
         model = models.build(name)
         model.load_weights(file)
         row = {"epoch": int(re.findall(r"\d+", file.name)[0]), "stored": accuracy(model, *val)}
+        row["test_stored"] = accuracy(model, *test)
         for kind, images in (("augmented", augmented), ("clean", clean[:n])):
             batchnorm.recompute_statistics(model, images)
             row[kind] = accuracy(model, *val)
-        print(f"{row['epoch']:>5} | {row['stored']:7.2%} | {row['clean']:7.2%} | {row['augmented']:9.2%}")
+        row["test_clean"] = accuracy(model, *test)
+        print(
+            f"{row['epoch']:>5} | {row['stored']:7.2%} | {row['clean']:7.2%} | {row['augmented']:9.2%} "
+            f"|| {row['test_stored']:12.2%} | {row['test_clean']:7.2%}"
+        )
         rows.append(row)
     return rows
 
@@ -103,7 +109,7 @@ def main() -> None:
     print(f"{datetime.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()}, keras {keras.__version__}")
     out = {"models": finished_models(args.models, args.images, clean, val, test)}
     if args.snapshots:
-        out["snapshots"] = snapshots(args.snapshots, args.model, args.images[-1], clean, val, args.seed)
+        out["snapshots"] = snapshots(args.snapshots, args.model, args.images[-1], clean, val, test, args.seed)
     print(json.dumps(out))
 
 

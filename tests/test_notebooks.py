@@ -16,7 +16,7 @@ CI_PARAMETERS = {
     "02_separable_convolution_theory.ipynb": {},
     "03_model_construction.ipynb": {},
     "04_gpu_training.ipynb": {"epochs": 1, "train_subset": 512, "speed_steps": 2},
-    "05_error_analysis.ipynb": {"max_test_images": 1000},
+    "05_error_analysis.ipynb": {"max_test_images": 1000, "batchnorm_images": 1000},
 }
 
 pytestmark = pytest.mark.notebooks
