@@ -4,8 +4,9 @@ The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD 
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
 translations (Keras preprocessing layers), batch 256. Options, off by default: weight
-averaging (``ema_momentum``) and progressive resizing (``low_res_epochs``,
-``LowResolutionStart``). ``assignment_recipe()`` is the course assignment's own: Adam at
+averaging (``ema_momentum``), progressive resizing (``low_res_epochs``,
+``LowResolutionStart``) and BatchNorm statistics recomputed before each validation
+(``batchnorm_images``, ``batchnorm.PreciseBatchNorm``). ``assignment_recipe()`` is the course assignment's own: Adam at
 a constant learning rate, no augmentation, batch 128.
 
 Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
@@ -852,8 +853,8 @@ def train(
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
         test_set = (x_test, y_test) if test_at_epochs else None
-        # The training images in a fixed shuffled order, un-augmented, for PreciseBatchNorm.
-        clean = x_train[np.random.default_rng(recipe.seed).permutation(len(x_train))]
+        # For PreciseBatchNorm: the first images of a fixed shuffled order, un-augmented.
+        clean = x_train[np.random.default_rng(recipe.seed).permutation(len(x_train))[: recipe.batchnorm_images]]
         callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)
