@@ -39,6 +39,12 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
     return _layers_of(model, keras.layers.BatchNormalization)
 
 
+def clean_sample(train_images, n: int, seed: int = 0):
+    """The first ``n`` of ``train_images`` in a seeded shuffled order, un-augmented: the
+    images ``train()`` recomputes the statistics on (``Recipe.batchnorm_images``)."""
+    return train_images[np.random.default_rng(seed).permutation(len(train_images))[:n]]
+
+
 def recompute_statistics(model: keras.Model, images, batch_size: int = 500) -> int:
     """Set every BatchNorm layer's moving mean and variance from ``images``; return the batches run.
 

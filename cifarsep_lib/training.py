@@ -725,7 +725,7 @@ def _callbacks(
     ``LowResolutionStart``, or None) goes first, so the epoch's images have their size
     before anything else in the epoch runs. ``recipe.minutes`` adds a ``TimeBudget``
     right after ``Throughput``, whose clock it reads. ``recipe.batchnorm_images`` adds a
-    ``PreciseBatchNorm`` on the first that many of ``clean_train_images`` after the weight
+    ``PreciseBatchNorm`` on ``clean_train_images`` (``batchnorm.clean_sample``) after the weight
     averaging (it recomputes the statistics of the weights about to be validated) and
     after ``Throughput`` (its seconds are not training time).
     """
@@ -738,7 +738,6 @@ def _callbacks(
     resumed = resumed or LoggedSoFar()
     recipe = recipe or Recipe()
     throughput = Throughput(n_train, recipe.batch_size)
-    n_clean = recipe.batchnorm_images
     callbacks = [
         *([low_res] if low_res is not None else []),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
@@ -746,7 +745,7 @@ def _callbacks(
         throughput,
         *_time_budget(recipe, throughput, resumed.train_seconds),
         *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
-        *([batchnorm.PreciseBatchNorm(clean_train_images[:n_clean])] if n_clean else []),
+        *([batchnorm.PreciseBatchNorm(clean_train_images)] if recipe.batchnorm_images else []),
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
@@ -853,8 +852,7 @@ def train(
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
         test_set = (x_test, y_test) if test_at_epochs else None
-        # For PreciseBatchNorm: the first images of a fixed shuffled order, un-augmented.
-        clean = x_train[np.random.default_rng(recipe.seed).permutation(len(x_train))[: recipe.batchnorm_images]]
+        clean = batchnorm.clean_sample(x_train, recipe.batchnorm_images, recipe.seed)
         callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(model, val_ds)

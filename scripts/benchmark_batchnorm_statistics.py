@@ -105,7 +105,7 @@ def main() -> None:
 
     (x_all, y_all), test = cdata.load_cifar10()
     (x_train, _), val = cdata.train_val_split(x_all, y_all, 5_000, args.seed)
-    clean = x_train[np.random.default_rng(args.seed).permutation(len(x_train))]  # as train() orders them
+    clean = batchnorm.clean_sample(x_train, max(args.images), args.seed)  # the images train() uses
     print(f"{datetime.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()}, keras {keras.__version__}")
     out = {"models": finished_models(args.models, args.images, clean, val, test)}
     if args.snapshots:
