@@ -76,6 +76,12 @@ def main(argv=None) -> int:
     t.add_argument("--peak-lr", dest="peak_lr", type=float)
     t.add_argument("--weight-decay", dest="weight_decay", type=float)
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    t.add_argument(
+        "--translate",
+        type=float,
+        metavar="FRACTION",
+        help="augment with random shifts of up to this fraction of the image (default 0.125: 4 pixels)",
+    )
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument(
         "--erasing",

@@ -230,7 +230,7 @@ def describe_device() -> str:
 def augmentation(
     translate: float = 0.125, seed: int | None = None, rotate: float = 0.0, erasing: float = 0.0
 ) -> keras.Sequential:
-    """Random horizontal flip and a random shift of up to ``translate`` of the image size.
+    """Random horizontal flip and a random shift of up to ``translate`` of the image size (0: none).
 
     The shift reflects the border back in, like the classic pad-by-4-and-crop.
     ``rotate`` > 0 adds a random rotation of up to that many degrees either way (also
@@ -242,7 +242,8 @@ def augmentation(
     steps = [keras.layers.RandomFlip("horizontal", seed=seed)]
     if rotate:
         steps.append(keras.layers.RandomRotation(rotate / 360.0, fill_mode="reflect", seed=seed))
-    steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed))
+    if translate:  # 0: flips only (no layer, no cost)
+        steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed))
     if erasing:
         # factor=(p, p): every image is erased with probability p (a single float would
         # draw each image's probability between 0 and p). The fill is the mean CIFAR-10

@@ -180,9 +180,10 @@ def test_tf_data_pipelines_run_without_autotuning():
         assert sorted(np.concatenate([b for _, b in batches]).tolist()) == sorted(labels.tolist())
 
 
-def test_augmentation_adds_rotation_only_when_asked():
+def test_augmentation_adds_each_transform_only_when_asked():
     names = lambda aug: [type(layer).__name__ for layer in aug.layers]  # noqa: E731
     assert names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
+    assert names(training.augmentation(translate=0)) == ["RandomFlip"]
     assert names(training.augmentation(rotate=15)) == ["RandomFlip", "RandomRotation", "RandomTranslation"]
     assert training.augmentation(rotate=15).layers[1].factor == (-15 / 360, 15 / 360)
     assert names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
@@ -207,6 +208,7 @@ def test_erasing_fills_one_rectangle_per_image_with_the_mean_grey():
 @pytest.mark.parametrize(
     "flag, value, field, default",
     [
+        ("--translate", "0.0625", "translate", 0.125),
         ("--rotate", "15", "rotate", 0.0),
         ("--erasing", "0.5", "erasing", 0.0),
         ("--ema", "0.995", "ema_momentum", None),
