@@ -1,0 +1,73 @@
+"""Training runs side by side, epoch by epoch: training minutes, validation and test accuracy.
+
+Usage:
+    python scripts/compare_runs.py runs/A runs/B [runs/C ...]
+
+Reads what ``train()`` writes into each run folder (``run.json``, ``history.csv``,
+``test_points.json``) and prints, first, each run's recipe where it differs from the first
+run's, then one row per epoch: minutes of training so far, validation accuracy, and test
+accuracy where the run scored the test set (``--test-at``; ``-`` elsewhere). Last, per run:
+mean images/s, the epoch of best validation accuracy, and the last test point (plain and
+flip-TTA). Selection reads the validation column; the test columns are for reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+
+def load(run: Path) -> dict:
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    points_file = run / "test_points.json"
+    points = json.loads(points_file.read_text()) if points_file.exists() else []
+    minutes, total = [], 0.0
+    for row in rows:
+        total += float(row["epoch_seconds"])
+        minutes.append(total / 60)
+    return {
+        "name": run.name,
+        "recipe": json.loads((run / "run.json").read_text())["recipe"],
+        "minutes": minutes,
+        "val": [float(row["val_accuracy"]) for row in rows],
+        "images_per_second": [float(row["images_per_second"]) for row in rows],
+        "test": {p["epoch"]: p for p in points},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders written by train()")
+    runs = [load(run) for run in parser.parse_args().runs]
+
+    first = runs[0]["recipe"]
+    for run in runs:
+        changed = {k: v for k, v in run["recipe"].items() if v != first.get(k)}
+        print(f"# {run['name']}: {changed or 'the first run’s recipe'}" if run is not runs[0] else f"# {run['name']}")
+    print("# epoch | " + " || ".join(f"{r['name']}: min   val      test" for r in runs))
+    for epoch in range(1, max(len(r["val"]) for r in runs) + 1):
+        cells = []
+        for r in runs:
+            if epoch > len(r["val"]):
+                cells.append(" " * (len(r["name"]) + 23))
+                continue
+            point = r["test"].get(epoch)
+            test = f"{point['test_accuracy']:7.2%}" if point else f"{'-':>7}"
+            cells.append(f"{'':{len(r['name'])}}  {r['minutes'][epoch - 1]:4.1f} {r['val'][epoch - 1]:7.2%} {test}")
+        print(f"# {epoch:5d} | " + " || ".join(cells))
+    for r in runs:
+        best = max(range(len(r["val"])), key=r["val"].__getitem__)
+        last = r["test"][max(r["test"])] if r["test"] else None
+        mean_ips = sum(r["images_per_second"]) / len(r["images_per_second"])
+        summary = f"# {r['name']}: {len(r['val'])} epochs, {r['minutes'][-1]:.1f} min, {mean_ips:,.0f} images/s"
+        summary += f"; best validation {r['val'][best]:.2%} at epoch {best + 1}"
+        if last:
+            summary += f"; last test point (epoch {last['epoch']}): {last['test_accuracy']:.2%}"
+            summary += f" (flip-TTA {last['test_accuracy_tta']:.2%})"
+        print(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""scripts/compare_runs.py: runs side by side, with the recipe differences and the right figures per epoch."""
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
+compare_runs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare_runs)
+
+
+def _run(folder: Path, translate: float, val: list[float], points: list[dict]) -> Path:
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"recipe": {"model": "sepnet_fast", "translate": translate}}))
+    with open(folder / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch", "epoch_seconds", "images_per_second", "val_accuracy"])
+        writer.writeheader()
+        for i, v in enumerate(val):
+            writer.writerow({"epoch": i, "epoch_seconds": 60.0, "images_per_second": 750.0, "val_accuracy": v})
+    (folder / "test_points.json").write_text(json.dumps(points))
+    return folder
+
+
+def test_runs_print_side_by_side_with_their_differences(tmp_path, monkeypatch, capsys):
+    a = _run(tmp_path / "a", 0.125, [0.5, 0.7, 0.6], [{"epoch": 3, "test_accuracy": 0.61, "test_accuracy_tta": 0.62}])
+    b = _run(tmp_path / "b", 0.0625, [0.55, 0.72], [{"epoch": 2, "test_accuracy": 0.73, "test_accuracy_tta": 0.74}])
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(a), str(b)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "# b: {'translate': 0.0625}" in out
+    epoch_2 = next(line for line in out if line.startswith("#     2 |"))
+    assert "2.0  70.00%       -" in epoch_2 and "2.0  72.00%  73.00%" in epoch_2
+    assert out[-2].endswith("best validation 70.00% at epoch 2; last test point (epoch 3): 61.00% (flip-TTA 62.00%)")
+    assert "2 epochs, 2.0 min, 750 images/s" in out[-1]
