@@ -82,6 +82,13 @@ def main(argv=None) -> int:
         metavar="FRACTION",
         help="augment with random shifts of up to this fraction of the image (default 0.125: 4 pixels)",
     )
+    t.add_argument(
+        "--whole-pixel-shifts",
+        dest="whole_pixel_shifts",
+        action="store_const",
+        const=True,
+        help="shift by whole pixels (nearest-neighbour, like pad-and-crop) instead of bilinear fractional shifts",
+    )
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument(
         "--erasing",

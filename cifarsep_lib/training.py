@@ -51,6 +51,7 @@ class Recipe:
     label_smoothing: float = 0.1
     translate: float = 0.125  # 4 pixels of a 32-pixel image
     rotate: float = 0.0  # random rotations of up to this many degrees (0: none)
+    whole_pixel_shifts: bool = False  # True: shifts by whole pixels (pad-and-crop); False: bilinear, fractional
     erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
     val_size: int = 5_000
     train_subset: int | None = None  # use only this many training images (quick runs)
@@ -228,11 +229,20 @@ def describe_device() -> str:
 
 
 def augmentation(
-    translate: float = 0.125, seed: int | None = None, rotate: float = 0.0, erasing: float = 0.0
+    translate: float = 0.125,
+    seed: int | None = None,
+    rotate: float = 0.0,
+    erasing: float = 0.0,
+    whole_pixel_shifts: bool = False,
 ) -> keras.Sequential:
     """Random horizontal flip and a random shift of up to ``translate`` of the image size (0: none).
 
-    The shift reflects the border back in, like the classic pad-by-4-and-crop.
+    The shift reflects the border back in, like the classic pad-by-4-and-crop. Keras draws
+    it from a continuous range and interpolates bilinearly, so most shifts fall between
+    pixels and blur the image a little; ``whole_pixel_shifts`` rounds them to whole pixels
+    instead (nearest-neighbour), as pad-and-crop does, so training images stay as sharp
+    as the test images.
+
     ``rotate`` > 0 adds a random rotation of up to that many degrees either way (also
     reflecting the border), applied before the shift. ``erasing`` > 0 then erases, with
     that probability per image, a random rectangle (each side 14-57 % of the image's,
@@ -243,7 +253,12 @@ def augmentation(
     if rotate:
         steps.append(keras.layers.RandomRotation(rotate / 360.0, fill_mode="reflect", seed=seed))
     if translate:  # 0: flips only (no layer, no cost)
-        steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed))
+        interpolation = "nearest" if whole_pixel_shifts else "bilinear"
+        steps.append(
+            keras.layers.RandomTranslation(
+                translate, translate, fill_mode="reflect", interpolation=interpolation, seed=seed
+            )
+        )
     if erasing:
         # factor=(p, p): every image is erased with probability p (a single float would
         # draw each image's probability between 0 and p). The fill is the mean CIFAR-10
@@ -828,7 +843,11 @@ def train(
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
-    augmenter = augmentation(recipe.translate, recipe.seed, recipe.rotate, recipe.erasing) if recipe.augment else None
+    augmenter = (
+        augmentation(recipe.translate, recipe.seed, recipe.rotate, recipe.erasing, recipe.whole_pixel_shifts)
+        if recipe.augment
+        else None
+    )
     low_res = LowResolutionStart(recipe.low_res_size, recipe.low_res_epochs) if recipe.low_res_epochs else None
     train_ds = make_dataset(
         x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers, low_res=low_res

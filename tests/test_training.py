@@ -189,6 +189,26 @@ def test_augmentation_adds_each_transform_only_when_asked():
     assert names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
 
 
+def test_cli_whole_pixel_shifts_flag(monkeypatch):
+    from cifarsep_lib import __main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
+    assert cli.main(["train"]) == 0 and seen["recipe"].whole_pixel_shifts is False
+    assert cli.main(["train", "--whole-pixel-shifts"]) == 0 and seen["recipe"].whole_pixel_shifts is True
+
+
+def test_whole_pixel_shifts_move_pixels_without_blending_them():
+    """Bilinear fractional shifts make new pixel values (a blur); whole-pixel shifts only move existing ones."""
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    for whole, blends in ((True, False), (False, True)):
+        aug = training.augmentation(0.0625, seed=3, whole_pixel_shifts=whole)
+        out = keras.ops.convert_to_numpy(aug(images, training=True))
+        new_values = [not np.isin(out[i], images[i]).all() for i in range(len(images))]
+        assert any(new_values) == blends
+        assert not np.array_equal(out, images)  # something moved
+
+
 def test_erasing_fills_one_rectangle_per_image_with_the_mean_grey():
     """With probability 1 every image gets one rectangle, each side 14-57 % of the image's,
     of the mean CIFAR-10 grey; with 0.5 about half the images keep every pixel."""
