@@ -6,8 +6,8 @@ decoupled weight decay, label smoothing, random flips and pad-and-crop style
 translations (Keras preprocessing layers), batch 256. Options, off by default: weight
 averaging (``ema_momentum``), progressive resizing (``low_res_epochs``,
 ``LowResolutionStart``) and BatchNorm statistics recomputed before each validation
-(``batchnorm_images``, ``batchnorm.PreciseBatchNorm``). ``assignment_recipe()`` is the course assignment's own: Adam at
-a constant learning rate, no augmentation, batch 128.
+(``batchnorm_images``, ``batchnorm.PreciseBatchNorm``). ``assignment_recipe()`` is the
+course assignment's own: Adam at a constant learning rate, no augmentation, batch 128.
 
 Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
 model on every local device and splits each batch across them (see ``train`` and

@@ -14,25 +14,23 @@ flip-TTA). Selection reads the validation column; the test columns are for repor
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import json
 from pathlib import Path
 
+from cifarsep_lib.training import read_history
+
 
 def load(run: Path) -> dict:
-    rows = list(csv.DictReader(open(run / "history.csv")))
+    rows = read_history(run)
     points_file = run / "test_points.json"
     points = json.loads(points_file.read_text()) if points_file.exists() else []
-    minutes, total = [], 0.0
-    for row in rows:
-        total += float(row["epoch_seconds"])
-        minutes.append(total / 60)
     return {
         "name": run.name,
         "recipe": json.loads((run / "run.json").read_text())["recipe"],
-        "minutes": minutes,
-        "val": [float(row["val_accuracy"]) for row in rows],
-        "images_per_second": [float(row["images_per_second"]) for row in rows],
+        "minutes": [s / 60 for s in itertools.accumulate(row["epoch_seconds"] for row in rows)],
+        "val": [row["val_accuracy"] for row in rows],
+        "images_per_second": [row["images_per_second"] for row in rows],
         "test": {p["epoch"]: p for p in points},
     }
 
@@ -43,9 +41,10 @@ def main() -> None:
     runs = [load(run) for run in parser.parse_args().runs]
 
     first = runs[0]["recipe"]
-    for run in runs:
+    print(f"# {runs[0]['name']}")
+    for run in runs[1:]:
         changed = {k: v for k, v in run["recipe"].items() if v != first.get(k)}
-        print(f"# {run['name']}: {changed or 'the first run’s recipe'}" if run is not runs[0] else f"# {run['name']}")
+        print(f"# {run['name']}: {changed or 'the first run’s recipe'}")
     print("# epoch | " + " || ".join(f"{r['name']}: min   val      test" for r in runs))
     for epoch in range(1, max(len(r["val"]) for r in runs) + 1):
         cells = []
