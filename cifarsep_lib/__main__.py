@@ -122,7 +122,13 @@ def main(argv=None) -> int:
     )
     t.add_argument("--low-res-size", dest="low_res_size", type=int, metavar="PIXELS", help="default 16")
     t.add_argument("--train-subset", dest="train_subset", type=int, help="train on this many images only")
-    t.add_argument("--val-size", dest="val_size", type=int)
+    t.add_argument(
+        "--val-size",
+        dest="val_size",
+        type=int,
+        help="validation images held out of the 50,000 (default 5000); 0: train on all of them, "
+        "keep the last epoch's model",
+    )
     t.add_argument("--seed", type=int)
     t.add_argument("--out", default="runs/sepnet", help="folder for checkpoints and logs")
     t.add_argument(

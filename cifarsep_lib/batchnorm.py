@@ -76,7 +76,8 @@ def recompute_statistics(model: keras.Model, images, batch_size: int = 500) -> i
 
 
 class PreciseBatchNorm(keras.callbacks.Callback):
-    """Recomputes the BatchNorm statistics on ``images`` before each validation pass of ``fit``.
+    """Recomputes the BatchNorm statistics on ``images`` before each validation pass of ``fit``,
+    or at the end of each epoch when ``fit`` has no validation data.
 
     Put it after ``Throughput`` (so its seconds do not count as training) and after a
     ``SwapEMAWeights`` (so it sees the weights that are validated). Its seconds per epoch
@@ -88,11 +89,16 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.images, self.batch_size = np.asarray(images), batch_size
         self.seconds = 0.0
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seconds = None
+
     def on_test_begin(self, logs=None):
         start = time.perf_counter()
         recompute_statistics(self.model, self.images, self.batch_size)
         self.seconds = time.perf_counter() - start
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.seconds is None:  # no validation pass this epoch: the checkpoint still needs them
+            self.on_test_begin()
         if logs is not None:
             logs["batchnorm_seconds"] = self.seconds

@@ -20,6 +20,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -53,6 +54,8 @@ class Recipe:
     rotate: float = 0.0  # random rotations of up to this many degrees (0: none)
     whole_pixel_shifts: bool = False  # True: shifts by whole pixels (pad-and-crop); False: bilinear, fractional
     erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
+    # 0: no validation split; train on all 50,000 images and keep the last epoch's model
+    # (nothing to select on; for timed runs whose figure is a test point, not a selection)
     val_size: int = 5_000
     train_subset: int | None = None  # use only this many training images (quick runs)
     seed: int = 0
@@ -688,9 +691,16 @@ class LoggedSoFar:
 
 
 def read_history(out: Path) -> list[dict[str, float]]:
-    """The rows of ``out/history.csv`` (one per finished epoch, over every session), as floats."""
+    """The rows of ``out/history.csv`` (one per finished epoch, over every session), as floats.
+
+    Keras' ``CSVLogger`` writes "NA" for the validation columns of a run without
+    validation (``Recipe.val_size=0``); they read as NaN.
+    """
     with open(Path(out) / "history.csv", newline="") as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+        return [
+            {key: float(value) if value != "NA" else math.nan for key, value in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def logged_so_far(out: Path) -> LoggedSoFar | None:
@@ -708,7 +718,9 @@ def logged_so_far(out: Path) -> LoggedSoFar | None:
     return LoggedSoFar(
         epochs=len(rows),
         train_seconds=sum(row["epoch_seconds"] for row in rows),
-        best_val_accuracy=max((row["val_accuracy"] for row in rows), default=None),
+        best_val_accuracy=max(
+            (row["val_accuracy"] for row in rows if not math.isnan(row["val_accuracy"])), default=None
+        ),
         test_points=json.loads(points_file.read_text()) if points_file.is_file() else [],
     )
 
@@ -762,10 +774,12 @@ def _callbacks(
         *_time_budget(recipe, throughput, resumed.train_seconds),
         *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
         *([batchnorm.PreciseBatchNorm(clean_train_images)] if recipe.batchnorm_images else []),
+        # Without a validation split (``val_size=0``) there is nothing to select on:
+        # best.keras is then the last epoch's model.
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
-            save_best_only=True,
+            save_best_only=recipe.val_size > 0,
             initial_value_threshold=resumed.best_val_accuracy,
         ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
@@ -796,7 +810,8 @@ def train(
 ):
     """Train a model of the series with the recipe; return ``(model, history dict)``.
 
-    Writes into ``out_dir``: ``best.keras`` (best validation accuracy), ``final.keras``,
+    Writes into ``out_dir``: ``best.keras`` (best validation accuracy; the last epoch's
+    model when ``recipe.val_size`` is 0 and there is no validation split), ``final.keras``,
     ``history.csv``, ``history.json``, ``run.json`` (recipe, device, wall time),
     TensorBoard logs under ``tb/`` and a ``backup/`` folder that lets the same command
     resume after an interruption (removed when training completes); a resumed run
@@ -852,7 +867,7 @@ def train(
     train_ds = make_dataset(
         x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers, low_res=low_res
     )
-    val_ds = make_dataset(x_val, y_val, 1000)
+    val_ds = make_dataset(x_val, y_val, 1000) if len(x_val) else None
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
     with distribution_scope(distribution) as replicas:
         if replicas > 1 and keras.backend.backend() == "jax":
@@ -875,7 +890,7 @@ def train(
         clean = batchnorm.clean_sample(x_train, recipe.batchnorm_images, recipe.seed)
         callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
-            build_before_fit(model, val_ds)
+            build_before_fit(model, val_ds or make_dataset(x_train[:1000], y_train[:1000], 1000))
 
         start = time.perf_counter()
         history = model.fit(

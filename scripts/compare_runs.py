@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 from pathlib import Path
 
 from cifarsep_lib.training import read_history
@@ -29,6 +30,7 @@ def load(run: Path) -> dict:
         "name": run.name,
         "recipe": json.loads((run / "run.json").read_text())["recipe"],
         "minutes": [s / 60 for s in itertools.accumulate(row["epoch_seconds"] for row in rows)],
+        # NaN in a run without a validation split (--val-size 0), printed "-"
         "val": [row["val_accuracy"] for row in rows],
         "images_per_second": [row["images_per_second"] for row in rows],
         "test": {p["epoch"]: p for p in points},
@@ -54,14 +56,20 @@ def main() -> None:
                 continue
             point = r["test"].get(epoch)
             test = f"{point['test_accuracy']:7.2%}" if point else f"{'-':>7}"
-            cells.append(f"{'':{len(r['name'])}}  {r['minutes'][epoch - 1]:4.1f} {r['val'][epoch - 1]:7.2%} {test}")
+            val = r["val"][epoch - 1]
+            val = f"{'-':>7}" if math.isnan(val) else f"{val:7.2%}"
+            cells.append(f"{'':{len(r['name'])}}  {r['minutes'][epoch - 1]:4.1f} {val} {test}")
         print(f"# {epoch:5d} | " + " || ".join(cells))
     for r in runs:
-        best = max(range(len(r["val"])), key=r["val"].__getitem__)
+        scored = [epoch for epoch, val in enumerate(r["val"]) if not math.isnan(val)]
         last = r["test"][max(r["test"])] if r["test"] else None
         mean_ips = sum(r["images_per_second"]) / len(r["images_per_second"])
         summary = f"# {r['name']}: {len(r['val'])} epochs, {r['minutes'][-1]:.1f} min, {mean_ips:,.0f} images/s"
-        summary += f"; best validation {r['val'][best]:.2%} at epoch {best + 1}"
+        if scored:
+            best = max(scored, key=r["val"].__getitem__)
+            summary += f"; best validation {r['val'][best]:.2%} at epoch {best + 1}"
+        else:
+            summary += "; no validation split"
         if last:
             summary += f"; last test point (epoch {last['epoch']}): {last['test_accuracy']:.2%}"
             summary += f" (flip-TTA {last['test_accuracy_tta']:.2%})"

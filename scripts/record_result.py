@@ -32,17 +32,20 @@ TRAINED = ROOT / "trained"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PROGRESS = re.compile(r"^\s*\d+/\d+ ")
 # Keras' last line of a finished epoch at --verbose 2: "176/176 - 115s - 654ms/step - ... val_accuracy: ..."
-EPOCH_DONE = re.compile(r"^\s*(\d+)/\1 - (\d+)s - .*val_accuracy")
+# (without "val_accuracy" in a run with no validation split, --val-size 0)
+EPOCH_DONE = re.compile(r"^\s*(\d+)/\1 - (\d+)s - ")
+EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - \d+s - ")  # the same, for an epoch a time budget ended early
 RESUMED = "Resuming after epoch"  # printed by training._callbacks when a run continues
 
 
 def clean_log(text: str) -> str:
     """A readable copy of a Keras console log: colours and backspaces removed, and of the
-    progress bar only each epoch's final line (the one with the validation metrics) kept."""
+    progress bar only each epoch's final line (the one with the validation metrics, or at
+    --verbose 2 the epoch's one line) kept."""
     kept = []
     for line in text.splitlines():
         line = ANSI.sub("", line.split("\r")[-1]).replace("\b", "")
-        if PROGRESS.match(line) and "val_accuracy" not in line:
+        if PROGRESS.match(line) and "val_accuracy" not in line and not EPOCH_LINE.match(line):
             continue
         kept.append(line.rstrip())
     return "\n".join(kept) + "\n"

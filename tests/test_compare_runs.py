@@ -35,3 +35,16 @@ def test_runs_print_side_by_side_with_their_differences(tmp_path, monkeypatch, c
     assert "2.0  70.00%       -" in epoch_2 and "2.0  72.00%  73.00%" in epoch_2
     assert out[-2].endswith("best validation 70.00% at epoch 2; last test point (epoch 3): 61.00% (flip-TTA 62.00%)")
     assert "2 epochs, 2.0 min, 750 images/s" in out[-1]
+
+
+def test_a_run_without_validation_prints_dashes_and_says_so(tmp_path, monkeypatch, capsys):
+    a = _run(tmp_path / "a", 0.0625, [0.5, 0.7], [])
+    b = _run(tmp_path / "b", 0.0625, [], [{"epoch": 2, "test_accuracy": 0.8, "test_accuracy_tta": 0.81}])
+    with open(b / "history.csv", "w", newline="") as f:  # CSVLogger's validation columns without validation
+        f.write("epoch,epoch_seconds,images_per_second,val_accuracy\n0,60.0,800.0,NA\n1,60.0,800.0,NA\n")
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(a), str(b)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    epoch_2 = next(line for line in out if line.startswith("#     2 |"))
+    assert epoch_2.endswith("2.0       -  80.00%")
+    assert out[-1].endswith("no validation split; last test point (epoch 2): 80.00% (flip-TTA 81.00%)")

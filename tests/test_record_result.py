@@ -60,3 +60,12 @@ def test_results_table_marks_unfinished_runs():
     assert "| 17 (run unfinished) | CPU |" in module.results_table({"models": [{**entry, "unfinished": True}]})
     budgeted = {**entry, "time_budget_minutes": 60.0}
     assert "| 17 (60-minute budget) | CPU |" in module.results_table({"models": [budgeted]})
+
+
+def test_logs_of_runs_without_validation_keep_and_count_their_epoch_lines():
+    no_val = "176/176 - {s}s - 600ms/step - accuracy: 0.5 - loss: 1.2"  # train --val-size 0 at --verbose 2
+    cut_short = "97/176 - 50s - 515ms/step - accuracy: 0.6 - loss: 1.1"  # the epoch a time budget ended
+    raw = "\n".join(["Epoch 1/9", "\x1b[1m 10/176\x1b[0m ━━ 5s", no_val.format(s=90), "Epoch 2/9", cut_short])
+    assert record_result.clean_log(raw) == "\n".join(["Epoch 1/9", no_val.format(s=90), "Epoch 2/9", cut_short, ""])
+    resumed = ["Epoch 1/9", no_val.format(s=90), "Resuming after epoch 1", "Epoch 2/9", no_val.format(s=80)]
+    assert record_result.earlier_sessions("\n".join(resumed)) == (1, 90.0)

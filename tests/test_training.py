@@ -64,6 +64,21 @@ def test_batchnorm_images_leave_checkpoints_with_statistics_of_clean_training_im
         np.testing.assert_allclose(old, keras.ops.convert_to_numpy(new), rtol=1e-4, atol=1e-5)
 
 
+def test_without_a_validation_split_the_last_epoch_is_kept_with_recomputed_statistics(tmp_path, fake_cifar):
+    """``Recipe(val_size=0)`` holds no images out, validates nothing, and keeps
+    the last epoch's model as best.keras, its BatchNorm statistics recomputed all the same."""
+    from cifarsep_lib import evaluation
+
+    _, hist = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", val_size=0, batchnorm_images=64)
+    assert "val_accuracy" not in hist and len(hist["batchnorm_seconds"]) == 2
+    assert all(seconds > 0 for seconds in hist["batchnorm_seconds"])
+    rows = training.read_history(tmp_path / "run")
+    assert len(rows) == 2 and np.isnan(rows[-1]["val_accuracy"])  # CSVLogger's "NA"
+    best, final = (evaluation.load_model(tmp_path / "run" / name) for name in ("best.keras", "final.keras"))
+    for a, b in zip(best.weights, final.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
 def test_recipe_can_train_sepnet_with_the_fused_batch_norm(tmp_path, fake_cifar):
     """``Recipe(fused_batchnorm=True)`` trains (and records) the network with ``FusedBatchNormalization``."""
     from cifarsep_lib import evaluation
@@ -467,6 +482,14 @@ def test_resumed_run_keeps_the_best_validation_accuracy_so_far(tmp_path):
     callbacks = training._callbacks(out, 100, None, (), tensorboard=False)
     checkpoint = next(c for c in callbacks if isinstance(c, training.SafeCheckpoint))
     assert checkpoint.best == 0.6  # a worse first resumed epoch will not replace best.keras
+
+
+def test_a_resumed_run_without_validation_has_no_best_validation_accuracy(tmp_path):
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    (out / "history.csv").write_text("epoch,epoch_seconds,val_accuracy\n0,10.5,NA\n1,11.0,NA\n")
+    state = training.logged_so_far(out)
+    assert (state.epochs, state.train_seconds, state.best_val_accuracy) == (2, 21.5, None)
 
 
 def test_backend_neutral_batches_keep_order_unless_shuffled():
