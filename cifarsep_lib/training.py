@@ -890,7 +890,9 @@ def train(
         clean = batchnorm.clean_sample(x_train, recipe.batchnorm_images, recipe.seed)
         callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean)
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
-            build_before_fit(model, val_ds or make_dataset(x_train[:1000], y_train[:1000], 1000))
+            build_before_fit(
+                model, val_ds if val_ds is not None else make_dataset(x_train[:1000], y_train[:1000], 1000)
+            )
 
         start = time.perf_counter()
         history = model.fit(

@@ -5,10 +5,11 @@ Usage:
 
 Reads what ``train()`` writes into each run folder (``run.json``, ``history.csv``,
 ``test_points.json``) and prints, first, each run's recipe where it differs from the first
-run's, then one row per epoch: minutes of training so far, validation accuracy, and test
-accuracy where the run scored the test set (``--test-at``; ``-`` elsewhere). Last, per run:
-mean images/s, the epoch of best validation accuracy, and the last test point (plain and
-flip-TTA). Selection reads the validation column; the test columns are for reporting.
+run's, then one row per epoch: minutes of training so far, validation accuracy (``-`` for a
+run without a validation split, ``--val-size 0``), and test accuracy where the run scored
+the test set (``--test-at``; ``-`` elsewhere). Last, per run: mean images/s, the epoch of
+best validation accuracy, and the last test point (plain and flip-TTA). Selection reads the
+validation column; the test columns are for reporting.
 """
 
 from __future__ import annotations

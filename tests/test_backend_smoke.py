@@ -32,6 +32,17 @@ def test_train_evaluate_save_reload_on_real_data(tmp_path, data_dir, ema_momentu
     )
 
 
+def test_training_without_a_validation_split_keeps_the_last_epoch(tmp_path, data_dir):
+    """``val_size=0`` under every backend; with two workers (JAX, PyTorch) the model is
+    built on training images, since there is no validation set (``build_before_fit``)."""
+    recipe = training.Recipe(epochs=1, batch_size=64, train_subset=256, val_size=0, seed=0, batchnorm_images=64)
+    _, hist = training.train(
+        recipe, out_dir=tmp_path / "run", data_dir=str(data_dir), tensorboard=False, verbose=0, workers=2
+    )
+    assert "val_accuracy" not in hist and hist["batchnorm_seconds"][0] > 0
+    assert (tmp_path / "run" / "best.keras").is_file()
+
+
 class _SizeProbe(keras.layers.Layer):
     """Identity layer that counts the training batches it sees at 16x16 and at 32x32."""
 
