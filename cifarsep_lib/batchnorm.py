@@ -92,13 +92,16 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.seconds = None
 
-    def on_test_begin(self, logs=None):
+    def _recompute(self):
         start = time.perf_counter()
         recompute_statistics(self.model, self.images, self.batch_size)
         self.seconds = time.perf_counter() - start
 
+    def on_test_begin(self, logs=None):
+        self._recompute()
+
     def on_epoch_end(self, epoch, logs=None):
         if self.seconds is None:  # no validation pass this epoch: the checkpoint still needs them
-            self.on_test_begin()
+            self._recompute()
         if logs is not None:
             logs["batchnorm_seconds"] = self.seconds

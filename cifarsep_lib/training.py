@@ -743,6 +743,7 @@ def _callbacks(
     recipe: Recipe | None = None,
     low_res=None,
     clean_train_images=None,
+    validating: bool = True,
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
@@ -755,7 +756,8 @@ def _callbacks(
     right after ``Throughput``, whose clock it reads. ``recipe.batchnorm_images`` adds a
     ``PreciseBatchNorm`` on ``clean_train_images`` (``batchnorm.clean_sample``) after the weight
     averaging (it recomputes the statistics of the weights about to be validated) and
-    after ``Throughput`` (its seconds are not training time).
+    after ``Throughput`` (its seconds are not training time). ``validating=False`` (no
+    validation data) makes best.keras the last epoch's model.
     """
     resumed = logged_so_far(out)
     if resumed is None:  # a fresh run: logs left by an earlier, finished run in ``out`` go
@@ -774,12 +776,11 @@ def _callbacks(
         *_time_budget(recipe, throughput, resumed.train_seconds),
         *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
         *([batchnorm.PreciseBatchNorm(clean_train_images)] if recipe.batchnorm_images else []),
-        # Without a validation split (``val_size=0``) there is nothing to select on:
-        # best.keras is then the last epoch's model.
+        # Without validation data there is nothing to select on: best.keras is the last epoch's.
         SafeCheckpoint(
             str(out / "best.keras"),
             monitor="val_accuracy",
-            save_best_only=recipe.val_size > 0,
+            save_best_only=validating,
             initial_value_threshold=resumed.best_val_accuracy,
         ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
@@ -888,7 +889,9 @@ def train(
 
         test_set = (x_test, y_test) if test_at_epochs else None
         clean = batchnorm.clean_sample(x_train, recipe.batchnorm_images, recipe.seed)
-        callbacks = _callbacks(out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean)
+        callbacks = _callbacks(
+            out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean, val_ds is not None
+        )
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(
                 model, val_ds if val_ds is not None else make_dataset(x_train[:1000], y_train[:1000], 1000)
