@@ -587,9 +587,20 @@ def test_lr_by_fraction_is_the_schedule_over_a_fraction_of_the_run():
     recipe = training.Recipe(epochs=10, peak_lr=0.2, warmup_fraction=0.2)
     by_step = training.lr_schedule(recipe, steps_per_epoch=10)
     by_fraction = training.lr_by_fraction(recipe)
-    for step in (0, 10, 20, 50, 100):
-        assert by_fraction(step / 100) == pytest.approx(float(by_step(step)), rel=1e-3)
-    assert by_fraction(1.5) == pytest.approx(by_fraction(1.0))  # past the budget: the final rate
+    for step in range(101):  # the warm-up, its peak at step 20, the cosine decay, the floor
+        assert by_fraction(step / 100) == pytest.approx(float(by_step(step)), rel=1e-5)
+    assert by_fraction(1.5) == by_fraction(1.0) == pytest.approx(recipe.peak_lr * recipe.final_lr_fraction)
+    assert by_fraction(-0.1) == by_fraction(0.0)
+    assert isinstance(by_fraction(0.5), float)
+
+
+def test_lr_by_fraction_without_warm_up_starts_at_the_peak():
+    recipe = training.Recipe(epochs=10, peak_lr=0.2, warmup_fraction=0.0)
+    by_step = training.lr_schedule(recipe, steps_per_epoch=10)
+    by_fraction = training.lr_by_fraction(recipe)
+    assert by_fraction(0.0) == pytest.approx(0.2)
+    for step in (0, 33, 67, 100):
+        assert by_fraction(step / 100) == pytest.approx(float(by_step(step)), rel=1e-5)
 
 
 class _FakeClock:
