@@ -594,6 +594,19 @@ def test_lr_by_fraction_is_the_schedule_over_a_fraction_of_the_run():
     assert isinstance(by_fraction(0.5), float)
 
 
+def test_lr_by_fraction_does_no_tensor_work(monkeypatch):
+    """TimeBudget calls it before every step: evaluating the Keras schedule there cost 51 ms
+    per call under JAX and made GPU steps 10x slower (benchmarks/gpu_h200_callbacks_2026-11-28.txt)."""
+    by_fraction = training.lr_by_fraction(training.Recipe(epochs=10))
+
+    def no_tensors(*args, **kwargs):
+        raise AssertionError("lr_by_fraction must not run tensor operations")
+
+    monkeypatch.setattr(keras.optimizers.schedules.CosineDecay, "__call__", no_tensors)
+    monkeypatch.setattr(keras.ops, "convert_to_numpy", no_tensors)
+    assert [round(by_fraction(f), 6) for f in (0.0, 0.15, 1.0)] == [0.002, 0.2, 0.002]
+
+
 def test_lr_by_fraction_without_warm_up_starts_at_the_peak():
     recipe = training.Recipe(epochs=10, peak_lr=0.2, warmup_fraction=0.0)
     by_step = training.lr_schedule(recipe, steps_per_epoch=10)
