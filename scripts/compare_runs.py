@@ -2,6 +2,7 @@
 
 Usage:
     python scripts/compare_runs.py runs/A runs/B [runs/C ...]
+    python scripts/compare_runs.py --selected runs/seed0 runs/seed1 runs/seed2
 
 Reads what ``train()`` writes into each run folder (``run.json``, ``history.csv``,
 ``test_points.json``) and prints, first, each run's recipe where it differs from the first
@@ -10,6 +11,12 @@ run without a validation split, ``--val-size 0``), and test accuracy where the r
 the test set (``--test-at``; ``-`` elsewhere). Last, per run: mean images/s, the epoch of
 best validation accuracy, and the last test point (plain and flip-TTA). Selection reads the
 validation column; the test columns are for reporting.
+
+``--selected`` adds what each run would ship: the test point at its best-validation epoch
+(the epoch of ``best.keras``; the last epoch for a run without a validation split), and
+over the runs the mean, range and sample standard deviation of those test figures, as
+for several seeds of one command. A run with no test point at that epoch is named and
+left out of the figures.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import itertools
 import json
 import math
+import statistics
 from pathlib import Path
 
 from cifarsep_lib.training import read_history
@@ -38,10 +46,39 @@ def load(run: Path) -> dict:
     }
 
 
+def selected_epoch(run: dict) -> int:
+    """The epoch (1-based) whose weights ``best.keras`` holds: best validation, or the last without validation."""
+    scored = [epoch for epoch, val in enumerate(run["val"]) if not math.isnan(val)]
+    return (max(scored, key=run["val"].__getitem__) if scored else len(run["val"]) - 1) + 1
+
+
+def print_selected(runs: list[dict]) -> None:
+    """Each run's test point at its selected epoch, then their mean, range and spread."""
+    print("#\n# Test accuracy at each run's selected epoch (its best.keras: best validation, or the last epoch)")
+    chosen = []
+    for r in runs:
+        epoch = selected_epoch(r)
+        point = r["test"].get(epoch)
+        if point is None:
+            print(f"# {r['name']}: epoch {epoch}, no test point there (left out)")
+            continue
+        chosen.append(point["test_accuracy"])
+        tta = point["test_accuracy_tta"]
+        print(f"# {r['name']}: epoch {epoch}, test {point['test_accuracy']:.2%} (flip-TTA {tta:.2%})")
+    if chosen:
+        spread = f", sample std {statistics.stdev(chosen):.2%}" if len(chosen) > 1 else ""
+        span = f"range {min(chosen):.2%}-{max(chosen):.2%}"
+        print(f"# mean {statistics.mean(chosen):.2%} over {len(chosen)}, {span}{spread}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders written by train()")
-    runs = [load(run) for run in parser.parse_args().runs]
+    parser.add_argument(
+        "--selected", action="store_true", help="also the test point at each run's selected epoch, and their mean"
+    )
+    args = parser.parse_args()
+    runs = [load(run) for run in args.runs]
 
     first = runs[0]["recipe"]
     print(f"# {runs[0]['name']}")
@@ -75,6 +112,8 @@ def main() -> None:
             summary += f"; last test point (epoch {last['epoch']}): {last['test_accuracy']:.2%}"
             summary += f" (flip-TTA {last['test_accuracy_tta']:.2%})"
         print(summary)
+    if args.selected:
+        print_selected(runs)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,31 @@ def test_a_run_without_validation_prints_dashes_and_says_so(tmp_path, monkeypatc
     epoch_2 = next(line for line in out if line.startswith("#     2 |"))
     assert epoch_2.endswith("2.0       -  80.00%")
     assert out[-1].endswith("no validation split; last test point (epoch 2): 80.00% (flip-TTA 81.00%)")
+
+
+def test_selected_prints_the_test_point_at_each_runs_best_validation_epoch_and_their_mean(
+    tmp_path, monkeypatch, capsys
+):
+    points = [{"epoch": e, "test_accuracy": t, "test_accuracy_tta": t + 0.01} for e, t in ((1, 0.60), (2, 0.70))]
+    a = _run(
+        tmp_path / "a", 0.125, [0.5, 0.7, 0.6], [*points, {"epoch": 3, "test_accuracy": 0.9, "test_accuracy_tta": 0.9}]
+    )
+    b = _run(tmp_path / "b", 0.125, [0.8, 0.7], points)  # best validation at epoch 1
+    c = _run(tmp_path / "c", 0.125, [0.5, 0.6, 0.7], points)  # best at epoch 3: no test point there
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", "--selected", str(a), str(b), str(c)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "# a: epoch 2, test 70.00% (flip-TTA 71.00%)" in out  # not the last point's 90 %
+    assert "# b: epoch 1, test 60.00% (flip-TTA 61.00%)" in out
+    assert "# c: epoch 3, no test point there (left out)" in out
+    assert out[-1] == "# mean 65.00% over 2, range 60.00%-70.00%, sample std 7.07%"
+
+
+def test_selected_takes_the_last_epoch_of_a_run_without_validation(tmp_path, monkeypatch, capsys):
+    b = _run(tmp_path / "b", 0.0625, [], [{"epoch": 2, "test_accuracy": 0.8, "test_accuracy_tta": 0.81}])
+    with open(b / "history.csv", "w", newline="") as f:
+        f.write("epoch,epoch_seconds,images_per_second,val_accuracy\n0,60.0,800.0,NA\n1,60.0,800.0,NA\n")
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", "--selected", str(b)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == ["# b: epoch 2, test 80.00% (flip-TTA 81.00%)", "# mean 80.00% over 1, range 80.00%-80.00%"]
