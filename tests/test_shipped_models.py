@@ -20,6 +20,17 @@ def _flag_value(entry, flag):
     return words[words.index(flag) + 1]
 
 
+def _model_of(entry):
+    """The network the entry's command trains: its --model, else its --recipe's default model."""
+    from cifarsep_lib import training
+
+    words = entry["command"].split()
+    if "--model" in words:
+        return _flag_value(entry, "--model")
+    recipe = _flag_value(entry, "--recipe") if "--recipe" in words else "series"
+    return training.RECIPES[recipe]().model
+
+
 def test_results_list_the_main_model():
     assert "sepnet" in [m["name"] for m in RESULTS]
 
@@ -50,7 +61,7 @@ def test_shipped_model_reaches_claimed_accuracy(entry, data_dir):
 @pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
 def test_shipped_model_obeys_rules_and_has_its_evidence(entry):
     model = evaluation.load_model(ROOT / entry["file"])
-    if _flag_value(entry, "--model") == "base_model":
+    if _model_of(entry) == "base_model":
         # The assignment's own network, shipped as the baseline: its one Conv2D is trans1.
         assert rules.check_rules(model, allow_conv2d=True, verbose=False).conv2d == ["trans1"]
     else:
@@ -64,10 +75,11 @@ def test_shipped_model_obeys_rules_and_has_its_evidence(entry):
 
 @pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
 def test_shipped_model_is_what_its_command_builds(entry):
-    """The recorded command's --model rebuilds the shipped file's architecture, layer for layer."""
+    """The recorded command's network (``--model``, or its recipe's) rebuilds the shipped file's architecture,
+    layer for layer."""
     from cifarsep_lib import models
 
-    shipped, built = evaluation.load_model(ROOT / entry["file"]), models.build(_flag_value(entry, "--model"))
+    shipped, built = evaluation.load_model(ROOT / entry["file"]), models.build(_model_of(entry))
 
     def kind(layer):
         # FusedBatchNormalization is a BatchNormalization with the same weights that trains with
