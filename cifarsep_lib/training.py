@@ -451,8 +451,8 @@ def lr_by_fraction(recipe: Recipe):
     The same warm-up and cosine decay as ``lr_schedule``, over a fraction of the run
     instead of a step count: ``TimeBudget`` feeds it the fraction of the time budget spent,
     before every step. It is plain Python arithmetic on purpose. Evaluating the Keras
-    schedule eagerly and converting its result to a float took 54 ms per call under JAX
-    on the 2-core CPU (2 ms under TensorFlow), because each of its dozen operations is
+    schedule eagerly and converting its result to a float took 51 ms per call under JAX
+    on the 2-core CPU (0.8 ms under TensorFlow), because each of its dozen operations is
     dispatched on its own and the conversion waits for the device; on an H200 a step
     that did this ran at 122 ms instead of 11 ms
     (``benchmarks/gpu_h200_callbacks_2026-11-28.txt``).
