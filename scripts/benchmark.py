@@ -2,6 +2,7 @@
 
 Usage:
     python scripts/benchmark.py [--models sepnet sepnet_fast base_model] [--time-to 0.84 --epochs 10]
+    python scripts/benchmark.py --models sepnet sepnet_fast_s2 --time-to 0 --mixed-precision
     # on a GPU, with the backend notebook 04 recommends (measured on an H100: benchmarks/gpu_h100_2026-11-26.txt):
     KERAS_BACKEND=jax python scripts/benchmark.py --steps 200 --time-to 0.84 --epochs 50
 
@@ -52,6 +53,12 @@ def main() -> None:
     parser.add_argument(
         "--low-res-sizes", type=int, nargs="*", default=[], help="also time training on images of these sizes"
     )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="also time training with mixed precision (mixed_bfloat16 on a CPU, mixed_float16 on a GPU)"
+        " and print its ratio to float32",
+    )
     parser.add_argument("--low-res-epochs", type=int, default=0, help="that run's epochs on downscaled images")
     parser.add_argument("--low-res-size", type=int, default=16, help="their size in pixels")
     parser.add_argument(
@@ -77,6 +84,11 @@ def main() -> None:
             "inference_images_per_s": round(infer_ips, 1),
         }
         print(f"{name:12s} training {train_ips:8.1f} images/s   inference {infer_ips:8.1f} images/s", flush=True)
+        if args.mixed_precision:
+            mixed_ips = speed.training_throughput(name, batch_size=256, steps=steps, mixed_precision=True)
+            result["models"][name]["train_images_per_s_mixed_precision"] = round(mixed_ips, 1)
+            ratio = mixed_ips / train_ips
+            print(f"{name:12s} training {mixed_ips:8.1f} images/s with mixed precision ({ratio:.2f}x)", flush=True)
         for size in args.low_res_sizes:
             low_ips = speed.training_throughput(name, batch_size=256, steps=steps, image_size=size)
             result["models"][name][f"train_images_per_s_{size}px"] = round(low_ips, 1)
