@@ -46,10 +46,15 @@ def load(run: Path) -> dict:
     }
 
 
+def best_validation_epoch(run: dict) -> int | None:
+    """The epoch (1-based) of best validation accuracy; None for a run without a validation split."""
+    scored = [epoch for epoch, val in enumerate(run["val"]) if not math.isnan(val)]
+    return max(scored, key=run["val"].__getitem__) + 1 if scored else None
+
+
 def selected_epoch(run: dict) -> int:
     """The epoch (1-based) whose weights ``best.keras`` holds: best validation, or the last without validation."""
-    scored = [epoch for epoch, val in enumerate(run["val"]) if not math.isnan(val)]
-    return (max(scored, key=run["val"].__getitem__) if scored else len(run["val"]) - 1) + 1
+    return best_validation_epoch(run) or len(run["val"])
 
 
 def print_selected(runs: list[dict]) -> None:
@@ -99,13 +104,12 @@ def main() -> None:
             cells.append(f"{'':{len(r['name'])}}  {r['minutes'][epoch - 1]:4.1f} {val} {test}")
         print(f"# {epoch:5d} | " + " || ".join(cells))
     for r in runs:
-        scored = [epoch for epoch, val in enumerate(r["val"]) if not math.isnan(val)]
+        best = best_validation_epoch(r)
         last = r["test"][max(r["test"])] if r["test"] else None
         mean_ips = sum(r["images_per_second"]) / len(r["images_per_second"])
         summary = f"# {r['name']}: {len(r['val'])} epochs, {r['minutes'][-1]:.1f} min, {mean_ips:,.0f} images/s"
-        if scored:
-            best = max(scored, key=r["val"].__getitem__)
-            summary += f"; best validation {r['val'][best]:.2%} at epoch {best + 1}"
+        if best:
+            summary += f"; best validation {r['val'][best - 1]:.2%} at epoch {best}"
         else:
             summary += "; no validation split"
         if last:

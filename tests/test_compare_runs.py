@@ -24,6 +24,12 @@ def _run(folder: Path, translate: float, val: list[float], points: list[dict]) -
     return folder
 
 
+def _without_validation(folder: Path) -> None:
+    """Two epochs' history as CSVLogger writes it for a run without validation: NA validation columns."""
+    with open(folder / "history.csv", "w", newline="") as f:
+        f.write("epoch,epoch_seconds,images_per_second,val_accuracy\n0,60.0,800.0,NA\n1,60.0,800.0,NA\n")
+
+
 def test_runs_print_side_by_side_with_their_differences(tmp_path, monkeypatch, capsys):
     a = _run(tmp_path / "a", 0.125, [0.5, 0.7, 0.6], [{"epoch": 3, "test_accuracy": 0.61, "test_accuracy_tta": 0.62}])
     b = _run(tmp_path / "b", 0.0625, [0.55, 0.72], [{"epoch": 2, "test_accuracy": 0.73, "test_accuracy_tta": 0.74}])
@@ -40,8 +46,7 @@ def test_runs_print_side_by_side_with_their_differences(tmp_path, monkeypatch, c
 def test_a_run_without_validation_prints_dashes_and_says_so(tmp_path, monkeypatch, capsys):
     a = _run(tmp_path / "a", 0.0625, [0.5, 0.7], [])
     b = _run(tmp_path / "b", 0.0625, [], [{"epoch": 2, "test_accuracy": 0.8, "test_accuracy_tta": 0.81}])
-    with open(b / "history.csv", "w", newline="") as f:  # CSVLogger's validation columns without validation
-        f.write("epoch,epoch_seconds,images_per_second,val_accuracy\n0,60.0,800.0,NA\n1,60.0,800.0,NA\n")
+    _without_validation(b)
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(a), str(b)])
     compare_runs.main()
     out = capsys.readouterr().out.splitlines()
@@ -70,8 +75,7 @@ def test_selected_prints_the_test_point_at_each_runs_best_validation_epoch_and_t
 
 def test_selected_takes_the_last_epoch_of_a_run_without_validation(tmp_path, monkeypatch, capsys):
     b = _run(tmp_path / "b", 0.0625, [], [{"epoch": 2, "test_accuracy": 0.8, "test_accuracy_tta": 0.81}])
-    with open(b / "history.csv", "w", newline="") as f:
-        f.write("epoch,epoch_seconds,images_per_second,val_accuracy\n0,60.0,800.0,NA\n1,60.0,800.0,NA\n")
+    _without_validation(b)
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", "--selected", str(b)])
     compare_runs.main()
     out = capsys.readouterr().out.splitlines()
