@@ -89,6 +89,13 @@ def main(argv=None) -> int:
         const=True,
         help="shift by whole pixels (nearest-neighbour, like pad-and-crop) instead of bilinear fractional shifts",
     )
+    t.add_argument(
+        "--alternating-flips",
+        dest="alternating_flips",
+        action="store_const",
+        const=True,
+        help="flip each training image every other epoch (airbench's alternating flip) instead of at random",
+    )
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument(
         "--erasing",

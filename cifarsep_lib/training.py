@@ -5,8 +5,9 @@ a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
 translations (Keras preprocessing layers), batch 256. Options, off by default: weight
 averaging (``ema_momentum``), progressive resizing (``low_res_epochs``,
-``LowResolutionStart``) and BatchNorm statistics recomputed before each validation
-(``batchnorm_images``, ``batchnorm.PreciseBatchNorm``). ``assignment_recipe()`` is the
+``LowResolutionStart``), BatchNorm statistics recomputed before each validation
+(``batchnorm_images``, ``batchnorm.PreciseBatchNorm``) and alternating instead of random
+flips (``alternating_flips``, ``AlternatingFlip``). ``assignment_recipe()`` is the
 course assignment's own: Adam at a constant learning rate, no augmentation, batch 128.
 
 Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
@@ -54,6 +55,7 @@ class Recipe:
     rotate: float = 0.0  # random rotations of up to this many degrees (0: none)
     whole_pixel_shifts: bool = False  # True: shifts by whole pixels (pad-and-crop); False: bilinear, fractional
     erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
+    alternating_flips: bool = False  # True: each image flipped every other epoch (AlternatingFlip), not at random
     # 0: no validation split; train on all 50,000 images and keep the last epoch's model
     # (nothing to select on; for timed runs whose figure is a test point, not a selection)
     val_size: int = 5_000
@@ -237,7 +239,8 @@ def augmentation(
     rotate: float = 0.0,
     erasing: float = 0.0,
     whole_pixel_shifts: bool = False,
-) -> keras.Sequential:
+    flip: bool = True,
+) -> keras.Sequential | None:
     """Random horizontal flip and a random shift of up to ``translate`` of the image size (0: none).
 
     The shift reflects the border back in, like the classic pad-by-4-and-crop. Keras draws
@@ -251,8 +254,11 @@ def augmentation(
     that probability per image, a random rectangle (each side 14-57 % of the image's,
     Keras' ``RandomErasing``) and fills it with the mean CIFAR-10 grey: the network has
     to recognise objects from their parts (Cutout, random erasing).
+
+    ``flip=False`` leaves the flips out (``AlternatingFlip`` does them instead); with
+    nothing else asked for there is then no augmentation at all, and the result is None.
     """
-    steps = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    steps = [keras.layers.RandomFlip("horizontal", seed=seed)] if flip else []
     if rotate:
         steps.append(keras.layers.RandomRotation(rotate / 360.0, fill_mode="reflect", seed=seed))
     if translate:  # 0: flips only (no layer, no cost)
@@ -269,7 +275,61 @@ def augmentation(
         # channel: Keras 3.15's RandomErasing fails under JAX with a per-channel fill.
         mean_grey = 255.0 * float(np.mean(cdata.TRAIN_MEAN))
         steps.append(keras.layers.RandomErasing(factor=(erasing, erasing), fill_value=mean_grey, seed=seed))
-    return keras.Sequential(steps, name="augmentation")
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+class AlternatingFlip(keras.callbacks.Callback):
+    """Derandomised horizontal flips (airbench's "alternating flip").
+
+    Random flips leave it to chance whether an image is seen both ways round in two
+    consecutive epochs: about half the time it is shown the same way twice, which teaches
+    the network nothing new. Here each training image gets one random coin toss (seeded)
+    that decides whether it is flipped in the first epoch, and from then on it is
+    flipped in every other epoch: any two consecutive epochs show every image once each
+    way round. On a short schedule, such as the ten-minute runs on the CPU, where each
+    image is seen only 15-20 times, that matters most.
+
+    Like ``LowResolutionStart``, this is a callback (it reads the epoch number at the
+    start of every epoch, also when ``BackupAndRestore`` resumes a run) that the input
+    pipeline asks, batch by batch, through ``flip`` (numpy, for ``PyDataset``) or
+    ``flip_tf`` (a TensorFlow graph, for ``tf.data``). The batches come with the index of
+    each image in the training set, which is what the coin toss is looked up by.
+    """
+
+    def __init__(self, n_images: int, seed: int = 0):
+        super().__init__()
+        self.first_flipped = np.random.default_rng(seed).random(n_images) < 0.5
+        self.odd_epoch = False
+        self._tf_odd = self._tf_first = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # tf.data runs the pipeline as a graph, which reads the epoch's parity from this variable.
+            self._tf_odd = tf.Variable(False, trainable=False, name="odd_epoch")
+            self._tf_first = tf.constant(self.first_flipped)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.odd_epoch = epoch % 2 == 1
+        if self._tf_odd is not None:
+            self._tf_odd.assign(self.odd_epoch)
+
+    def flipped(self, indices) -> np.ndarray:
+        """Whether the images with these training-set indices are flipped in this epoch."""
+        return self.first_flipped[indices] != self.odd_epoch
+
+    def flip(self, images: np.ndarray, indices) -> np.ndarray:
+        """``images`` (a numpy batch, NHWC) with this epoch's flips applied."""
+        mask = self.flipped(indices)
+        out = images.copy()
+        out[mask] = out[mask][:, :, ::-1]
+        return out
+
+    def flip_tf(self, images, indices):
+        """The same as a TensorFlow graph, for a ``tf.data`` pipeline (TensorFlow backend only)."""
+        import tensorflow as tf
+
+        mask = tf.not_equal(tf.gather(self._tf_first, indices), self._tf_odd)
+        return tf.where(mask[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
 class LowResolutionStart(keras.callbacks.Callback):
@@ -341,10 +401,20 @@ class _AugmentedBatches(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, x, y, batch_size, augmenter, shuffle, seed, workers: int = 1, chunk_size: int = 4096, low_res=None
+        self,
+        x,
+        y,
+        batch_size,
+        augmenter,
+        shuffle,
+        seed,
+        workers: int = 1,
+        chunk_size: int = 4096,
+        low_res=None,
+        flips=None,
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.x, self.y, self.batch_size, self.low_res = x, one_hot(y), batch_size, low_res
+        self.x, self.y, self.batch_size, self.low_res, self.flips = x, one_hot(y), batch_size, low_res, flips
         self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
         # Whole batches per chunk, so that no batch straddles two chunks.
         self.chunk_batches = max(1, chunk_size // batch_size)
@@ -364,7 +434,11 @@ class _AugmentedBatches(keras.utils.PyDataset):
             if c not in self._chunks:
                 size = self.chunk_batches * self.batch_size
                 idx = self.order[c * size : (c + 1) * size]
-                images = keras.ops.convert_to_numpy(self.augmenter(self.x[idx].astype("float32"), training=True))
+                images = self.x[idx].astype("float32")
+                if self.flips is not None:
+                    images = self.flips.flip(images, idx)
+                if self.augmenter is not None:
+                    images = keras.ops.convert_to_numpy(self.augmenter(images, training=True))
                 if self.low_res is not None:
                     images = self.low_res.downscale(images)
                 # The labels are taken with the images, so a new epoch's order cannot mismatch them.
@@ -374,7 +448,7 @@ class _AugmentedBatches(keras.utils.PyDataset):
             return self._chunks[c]
 
     def __getitem__(self, i):
-        if self.augmenter is None:
+        if self.augmenter is None and self.flips is None:
             idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.x[idx].astype("float32")
             return (self.low_res.downscale(images) if self.low_res is not None else images), self.y[idx]
@@ -403,12 +477,22 @@ def build_before_fit(model: keras.Model, dataset) -> None:
 
 
 def make_dataset(
-    x, y, batch_size: int, augmenter=None, shuffle: bool = False, seed: int = 0, workers: int = 1, low_res=None
+    x,
+    y,
+    batch_size: int,
+    augmenter=None,
+    shuffle: bool = False,
+    seed: int = 0,
+    workers: int = 1,
+    low_res=None,
+    flips=None,
 ):
     """Batches of ``(float32 images 0-255, one-hot labels)`` for ``fit``/``evaluate``.
 
     ``low_res``: a ``LowResolutionStart`` callback that downscales the (augmented) batches
-    while it is active; pass the same callback to ``fit``.
+    while it is active; ``flips``: an ``AlternatingFlip`` callback that flips the images
+    before ``augmenter`` (which should then not flip them again). Pass the same callbacks
+    to ``fit``.
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step) with tf.data's autotuning switched off,
@@ -420,16 +504,22 @@ def make_dataset(
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        ds = tf.data.Dataset.from_tensor_slices((x, one_hot(y)))
+        # Each image travels with its index in x, which AlternatingFlip looks its coin toss up by.
+        ds = tf.data.Dataset.from_tensor_slices((x, one_hot(y), tf.range(len(x))))
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, "float32"), b))
+
+        def as_float(images, labels, indices):
+            images = tf.cast(images, "float32")
+            return (flips.flip_tf(images, indices) if flips is not None else images), labels
+
+        ds = ds.batch(batch_size).map(as_float)
         if augmenter is not None:
             ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         if low_res is not None:
             ds = ds.map(lambda a, b: (low_res.downscale_tf(a), b), num_parallel_calls=tf.data.AUTOTUNE)
         return cdata.without_autotune(ds.prefetch(tf.data.AUTOTUNE))
-    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res)
+    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res, flips=flips)
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int):
@@ -758,6 +848,7 @@ def _callbacks(
     low_res=None,
     clean_train_images=None,
     validating: bool = True,
+    flips=None,
 ) -> list:
     """The callbacks of a training run, in the order they must run (``Throughput`` first of the loggers).
 
@@ -765,8 +856,9 @@ def _callbacks(
     into the model for validation and, at each epoch's end, for the checkpoint and test
     points after it; ``BackupAndRestore`` comes before it, so the backup holds the
     training weights and their average in their own places. ``low_res`` (a
-    ``LowResolutionStart``, or None) goes first, so the epoch's images have their size
-    before anything else in the epoch runs. ``recipe.minutes`` adds a ``TimeBudget``
+    ``LowResolutionStart``, or None) and ``flips`` (an ``AlternatingFlip``, or None) go
+    first, so the epoch's images have their size and flips before anything else in the
+    epoch runs. ``recipe.minutes`` adds a ``TimeBudget``
     right after ``Throughput``, whose clock it reads. ``recipe.batchnorm_images`` adds a
     ``PreciseBatchNorm`` on ``clean_train_images`` (``batchnorm.clean_sample``) after the weight
     averaging (it recomputes the statistics of the weights about to be validated) and
@@ -783,7 +875,7 @@ def _callbacks(
     recipe = recipe or Recipe()
     throughput = Throughput(n_train, recipe.batch_size)
     callbacks = [
-        *([low_res] if low_res is not None else []),
+        *[c for c in (low_res, flips) if c is not None],
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         throughput,
@@ -873,14 +965,26 @@ def train(
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
 
+    alternate = recipe.augment and recipe.alternating_flips
     augmenter = (
-        augmentation(recipe.translate, recipe.seed, recipe.rotate, recipe.erasing, recipe.whole_pixel_shifts)
+        augmentation(
+            recipe.translate, recipe.seed, recipe.rotate, recipe.erasing, recipe.whole_pixel_shifts, flip=not alternate
+        )
         if recipe.augment
         else None
     )
+    flips = AlternatingFlip(len(x_train), recipe.seed) if alternate else None
     low_res = LowResolutionStart(recipe.low_res_size, recipe.low_res_epochs) if recipe.low_res_epochs else None
     train_ds = make_dataset(
-        x_train, y_train, recipe.batch_size, augmenter, shuffle=True, seed=recipe.seed, workers=workers, low_res=low_res
+        x_train,
+        y_train,
+        recipe.batch_size,
+        augmenter,
+        shuffle=True,
+        seed=recipe.seed,
+        workers=workers,
+        low_res=low_res,
+        flips=flips,
     )
     val_ds = make_dataset(x_val, y_val, 1000) if len(x_val) else None
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
@@ -904,7 +1008,7 @@ def train(
         test_set = (x_test, y_test) if test_at_epochs else None
         clean = batchnorm.clean_sample(x_train, recipe.batchnorm_images, recipe.seed)
         callbacks = _callbacks(
-            out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean, val_ds is not None
+            out, len(x_train), test_set, test_at_epochs, tensorboard, recipe, low_res, clean, val_ds is not None, flips
         )
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(

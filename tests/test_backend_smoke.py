@@ -79,6 +79,56 @@ def test_progressive_resizing_trains_the_first_epochs_on_small_images(tmp_path, 
     assert keras.ops.convert_to_numpy(model.get_layer("probe").counts).tolist() == [2 * steps, steps]
 
 
+class _FlipProbe(keras.layers.Layer):
+    """Identity layer that counts, per image, the training batches in which it came flipped.
+
+    Image ``i`` carries its number in the red and green values of its top-left pixel and a
+    marker (blue 255) in the same pixel; flipped, both sit in the top-right pixel instead."""
+
+    def __init__(self, n_images, **kwargs):
+        super().__init__(**kwargs)
+        self.n_images = n_images
+
+    def build(self, input_shape):
+        self.times_flipped = self.add_weight(shape=(self.n_images,), initializer="zeros", trainable=False)
+
+    def call(self, x, training=False):
+        if training:
+            flipped = keras.ops.cast(x[:, 0, -1, 2] > x[:, 0, 0, 2], "float32")
+            corner = x[:, 0, 0, :2] + x[:, 0, -1, :2]  # the pixel without the marker is black
+            number = keras.ops.cast(keras.ops.round(corner[:, 0] + 256.0 * corner[:, 1]), "int32")
+            per_image = keras.ops.one_hot(number, self.n_images) * flipped[:, None]
+            self.times_flipped.assign_add(keras.ops.sum(per_image, axis=0))
+        return x
+
+
+def test_alternating_flips_show_every_image_once_each_way_in_two_epochs(tmp_path, monkeypatch):
+    """With ``alternating_flips`` every training image comes flipped in exactly one of two
+    consecutive epochs, counted inside the model under every backend's input pipeline.
+    With random flips, all 300 images doing so would be a 1-in-2^300 chance."""
+    from cifarsep_lib import models
+
+    n = 300
+    x = np.zeros((n, 32, 32, 3), "uint8")
+    x[:, 0, 0, 0], x[:, 0, 0, 1], x[:, 0, 0, 2] = np.arange(n) % 256, np.arange(n) // 256, 255
+    labels = np.arange(n) % 10
+    monkeypatch.setattr(training.cdata, "load_cifar10", lambda data_dir=None: ((x, labels), (x[:10], labels[:10])))
+
+    def probe_model():
+        inputs = keras.Input((32, 32, 3))
+        probed = _FlipProbe(n, name="probe")(inputs)
+        features = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(probed))
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(features))
+
+    monkeypatch.setitem(models.MODELS, "flip_probe", probe_model)
+    recipe = training.Recipe(
+        model="flip_probe", epochs=2, batch_size=64, val_size=0, translate=0, seed=0, alternating_flips=True
+    )
+    model, _ = training.train(recipe, out_dir=tmp_path / "run", tensorboard=False, verbose=0)
+    times = keras.ops.convert_to_numpy(model.get_layer("probe").times_flipped)
+    np.testing.assert_array_equal(times, np.ones(n))
+
+
 def test_no_tensorflow_needed_outside_tensorflow_backend():
     if keras.backend.backend() == "tensorflow":
         return  # nothing to prove here; CI runs this file under JAX without TensorFlow installed

@@ -204,6 +204,27 @@ def test_augmentation_adds_each_transform_only_when_asked():
     assert names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
 
 
+def test_augmentation_can_leave_the_flips_to_alternating_flip():
+    names = lambda aug: [type(layer).__name__ for layer in aug.layers]  # noqa: E731
+    assert names(training.augmentation(flip=False)) == ["RandomTranslation"]
+    assert training.augmentation(translate=0, flip=False) is None  # nothing left to do
+
+
+def test_alternating_flip_flips_each_image_every_other_epoch():
+    flips = training.AlternatingFlip(1000, seed=0)
+    first = flips.flipped(np.arange(1000))
+    assert 400 < first.sum() < 600  # a fair coin per image
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    for epoch in (1, 2, 3, 1):  # the last: a run resumed in its second epoch
+        flips.on_epoch_begin(epoch)
+        np.testing.assert_array_equal(flips.flipped(np.arange(1000)), first != (epoch % 2 == 1))
+        out = flips.flip(images, np.arange(6))
+        for k, flipped in enumerate(flips.flipped(np.arange(6))):
+            np.testing.assert_array_equal(out[k], images[k, :, ::-1] if flipped else images[k])
+    if keras.backend.backend() == "tensorflow":  # the tf.data version does the same
+        np.testing.assert_array_equal(flips.flip_tf(images, np.arange(6)).numpy(), out)
+
+
 def test_cli_whole_pixel_shifts_flag(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
@@ -211,6 +232,8 @@ def test_cli_whole_pixel_shifts_flag(monkeypatch):
     monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
     assert cli.main(["train"]) == 0 and seen["recipe"].whole_pixel_shifts is False
     assert cli.main(["train", "--whole-pixel-shifts"]) == 0 and seen["recipe"].whole_pixel_shifts is True
+    assert seen["recipe"].alternating_flips is False
+    assert cli.main(["train", "--alternating-flips"]) == 0 and seen["recipe"].alternating_flips is True
 
 
 def test_whole_pixel_shifts_move_pixels_without_blending_them():
