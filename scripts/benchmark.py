@@ -3,6 +3,7 @@
 Usage:
     python scripts/benchmark.py [--models sepnet sepnet_fast base_model] [--time-to 0.84 --epochs 10]
     python scripts/benchmark.py --models sepnet sepnet_fast_s2 --time-to 0 --mixed-precision
+    python scripts/benchmark.py --models sepnet_fast_s2 --time-to 0 --batch-sizes 128 512
     # on a GPU, with the backend notebook 04 recommends (measured on an H100: benchmarks/gpu_h100_2026-11-26.txt):
     KERAS_BACKEND=jax python scripts/benchmark.py --steps 200 --time-to 0.84 --epochs 50
 
@@ -59,6 +60,13 @@ def main() -> None:
         help="also time training with mixed precision (mixed_bfloat16 on a CPU, mixed_float16 on a GPU)"
         " and print its ratio to float32",
     )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time training at these batch sizes and print each one's ratio to batch 256",
+    )
     parser.add_argument("--low-res-epochs", type=int, default=0, help="that run's epochs on downscaled images")
     parser.add_argument("--low-res-size", type=int, default=16, help="their size in pixels")
     parser.add_argument(
@@ -89,6 +97,12 @@ def main() -> None:
             result["models"][name]["train_images_per_s_mixed_precision"] = round(mixed_ips, 1)
             ratio = mixed_ips / train_ips
             print(f"{name:12s} training {mixed_ips:8.1f} images/s with mixed precision ({ratio:.2f}x)", flush=True)
+        for batch in args.batch_sizes:
+            # As many images as the batch-256 measurement, so each figure averages alike.
+            batch_ips = speed.training_throughput(name, batch_size=batch, steps=max(3, steps * 256 // batch))
+            result["models"][name][f"train_images_per_s_batch_{batch}"] = round(batch_ips, 1)
+            ratio = batch_ips / train_ips
+            print(f"{name:12s} training {batch_ips:8.1f} images/s at batch {batch} ({ratio:.2f}x)", flush=True)
         for size in args.low_res_sizes:
             low_ips = speed.training_throughput(name, batch_size=256, steps=steps, image_size=size)
             result["models"][name][f"train_images_per_s_{size}px"] = round(low_ips, 1)
