@@ -1,7 +1,7 @@
 """Does tf.data's autotuning cost training time? ``fit`` on the same data with it on and off.
 
 Usage:
-    python scripts/benchmark_input_pipeline.py [--model sepnet_fast] [--steps 24] [--rounds 6]
+    python scripts/benchmark_input_pipeline.py [--model sepnet_fast] [--steps 24] [--rounds 6] [--pipeline-only]
 
 One compiled model is trained on the same random images (``--steps`` batches of 256), as a
 ``tf.data`` dataset with autotuning on (tf.data's default) and the same dataset through
@@ -13,7 +13,8 @@ busy). Then inference the same way: ``predict`` on an array of 10,000 random ima
 (Keras builds its own pipeline, autotuning on) and ``evaluation.predict_array`` (the
 same through a pipeline without autotuning), taking turns. Last, for the input pipeline
 alone, images/s of the augmented training pipeline (45,000 images) with autotuning on and
-off. TensorFlow backend only.
+off, and with alternating flips (``training.AlternatingFlip``) instead of random ones
+(``--pipeline-only``: this part only). TensorFlow backend only.
 """
 
 from __future__ import annotations
@@ -66,9 +67,17 @@ def main() -> None:
     parser.add_argument("--model", default="sepnet_fast")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--pipeline-only", action="store_true", help="time the input pipeline alone (the last part)")
     args = parser.parse_args()
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("tf.data autotuning exists under the TensorFlow backend only")
+    if not args.pipeline_only:
+        time_fit_and_predict(args)
+    time_pipeline_alone()
+
+
+def time_fit_and_predict(args) -> None:
+    """``fit`` and ``predict`` with tf.data's autotuning on and off, taking turns."""
 
     model = models.build(args.model)
     training.compile_model(model, training.Recipe(model=args.model), steps_per_epoch=100)
@@ -114,12 +123,26 @@ def main() -> None:
     for name, s in seconds.items():
         print(f"{name:28s}: median {np.median(s):.2f} s (min {min(s):.2f}, max {max(s):.2f})")
 
+
+def time_pipeline_alone() -> None:
+    """Images/s of the augmented training pipeline alone: autotuning off and on, and with alternating flips."""
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (45_000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 45_000)
-    augmenter = training.augmentation(seed=0)
-    pipeline = training.make_dataset(images, labels, 256, augmenter, shuffle=True)
+    pipeline = training.make_dataset(images, labels, 256, training.augmentation(seed=0), shuffle=True)
+    alternating = training.make_dataset(
+        images,
+        labels,
+        256,
+        training.augmentation(seed=0, flip=False),
+        shuffle=True,
+        flips=training.AlternatingFlip(len(images), seed=0),
+    )
     print("Augmented training pipeline alone (45,000 images, batches of 256, flip + translate):")
-    for name, dataset in (("autotune off", pipeline), ("autotune on", pipeline.with_options(_autotune_on()))):
+    for name, dataset in (
+        ("autotune off", pipeline),
+        ("autotune on", pipeline.with_options(_autotune_on())),
+        ("autotune off, alternating flips", alternating),
+    ):
         print(f"  {name:12s}: {pipeline_images_per_s(dataset):.0f} images/s")
 
 
