@@ -92,22 +92,26 @@ def main() -> None:
             "inference_images_per_s": round(infer_ips, 1),
         }
         print(f"{name:12s} training {train_ips:8.1f} images/s   inference {infer_ips:8.1f} images/s", flush=True)
+        variants = []  # (result key, what the printed line says, ratio format, training_throughput arguments)
         if args.mixed_precision:
-            mixed_ips = speed.training_throughput(name, batch_size=256, steps=steps, mixed_precision=True)
-            result["models"][name]["train_images_per_s_mixed_precision"] = round(mixed_ips, 1)
-            ratio = mixed_ips / train_ips
-            print(f"{name:12s} training {mixed_ips:8.1f} images/s with mixed precision ({ratio:.2f}x)", flush=True)
+            variants.append(("mixed_precision", "with mixed precision", ".2f", dict(mixed_precision=True)))
         for batch in args.batch_sizes:
             # As many images as the batch-256 measurement, so each figure averages alike.
-            batch_ips = speed.training_throughput(name, batch_size=batch, steps=max(3, steps * 256 // batch))
-            result["models"][name][f"train_images_per_s_batch_{batch}"] = round(batch_ips, 1)
-            ratio = batch_ips / train_ips
-            print(f"{name:12s} training {batch_ips:8.1f} images/s at batch {batch} ({ratio:.2f}x)", flush=True)
+            variants.append(
+                (
+                    f"batch_{batch}",
+                    f"at batch {batch}",
+                    ".2f",
+                    dict(batch_size=batch, steps=max(3, steps * 256 // batch)),
+                )
+            )
         for size in args.low_res_sizes:
-            low_ips = speed.training_throughput(name, batch_size=256, steps=steps, image_size=size)
-            result["models"][name][f"train_images_per_s_{size}px"] = round(low_ips, 1)
-            ratio = low_ips / train_ips
-            print(f"{name:12s} training {low_ips:8.1f} images/s at {size}x{size} ({ratio:.1f}x)", flush=True)
+            variants.append((f"{size}px", f"at {size}x{size}", ".1f", dict(image_size=size)))
+        for key, label, ratio_format, options in variants:
+            variant_ips = speed.training_throughput(name, **{"batch_size": 256, "steps": steps, **options})
+            result["models"][name][f"train_images_per_s_{key}"] = round(variant_ips, 1)
+            ratio = variant_ips / train_ips
+            print(f"{name:12s} training {variant_ips:8.1f} images/s {label} ({ratio:{ratio_format}}x)", flush=True)
     if "base_model" in result["models"]:
         base_ips = result["models"]["base_model"]["train_images_per_s"]
         for name in (n for n in result["models"] if n.startswith("sepnet")):

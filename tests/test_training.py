@@ -195,18 +195,20 @@ def test_tf_data_pipelines_run_without_autotuning():
         assert sorted(np.concatenate([b for _, b in batches]).tolist()) == sorted(labels.tolist())
 
 
+def _layer_names(augmentation):
+    return [type(layer).__name__ for layer in augmentation.layers]
+
+
 def test_augmentation_adds_each_transform_only_when_asked():
-    names = lambda aug: [type(layer).__name__ for layer in aug.layers]  # noqa: E731
-    assert names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
-    assert names(training.augmentation(translate=0)) == ["RandomFlip"]
-    assert names(training.augmentation(rotate=15)) == ["RandomFlip", "RandomRotation", "RandomTranslation"]
+    assert _layer_names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
+    assert _layer_names(training.augmentation(translate=0)) == ["RandomFlip"]
+    assert _layer_names(training.augmentation(rotate=15)) == ["RandomFlip", "RandomRotation", "RandomTranslation"]
     assert training.augmentation(rotate=15).layers[1].factor == (-15 / 360, 15 / 360)
-    assert names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
+    assert _layer_names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
 
 
 def test_augmentation_can_leave_the_flips_to_alternating_flip():
-    names = lambda aug: [type(layer).__name__ for layer in aug.layers]  # noqa: E731
-    assert names(training.augmentation(flip=False)) == ["RandomTranslation"]
+    assert _layer_names(training.augmentation(flip=False)) == ["RandomTranslation"]
     assert training.augmentation(translate=0, flip=False) is None  # nothing left to do
 
 
@@ -225,7 +227,7 @@ def test_alternating_flip_flips_each_image_every_other_epoch():
         np.testing.assert_array_equal(flips.flip_tf(images, np.arange(6)).numpy(), out)
 
 
-def test_cli_whole_pixel_shifts_flag(monkeypatch):
+def test_cli_augmentation_flags(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
     seen = {}
