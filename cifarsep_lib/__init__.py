@@ -1,7 +1,8 @@
 """cifarsep_lib: the helper library shared by the cifarsep notebooks.
 
 Modules: ``data`` (loading CIFAR-10), ``layers`` (SpatiallySeparableConv2D and a faster
-BatchNormalization), ``models`` (the base model and the series' SepNet), ``rules`` (the
+BatchNormalization), ``whitening`` (a fixed whitening first layer, airbench's, made
+separable), ``models`` (the base model and the series' SepNet), ``rules`` (the
 assignment's rules check), ``training`` (the recipe and ``train()``), ``batchnorm``
 (BatchNorm statistics recomputed for the final weights), ``evaluation``
 (predictions, test accuracy), ``speed`` (training and inference images/s), ``theory``

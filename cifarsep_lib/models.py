@@ -31,6 +31,7 @@ from keras import layers
 
 from .data import NUM_CLASSES, TRAIN_MEAN, TRAIN_STD
 from .layers import FusedBatchNormalization, GatedGELU, MixedDepthwiseConv2D, SpatiallySeparableConv2D
+from .whitening import PatchWhitening
 
 
 def normalize_rgb(name: str = "normalize") -> layers.Layer:
@@ -122,6 +123,7 @@ def sepnet(
     stem_strides: int = 1,
     name: str = "sepnet",
     fused_batchnorm: bool = False,
+    whitening_stem: bool = False,
 ) -> keras.Model:
     """The series' model: separable convolutions only, under 100K parameters.
 
@@ -141,12 +143,19 @@ def sepnet(
     running statistics (used for validation) keep up with weights that move fast at the
     recipe's high learning rate. ``fused_batchnorm=True`` builds the same network with
     ``layers.FusedBatchNormalization`` instead of Keras' own ``BatchNormalization``.
+    ``whitening_stem=True`` replaces the stem by ``whitening.PatchWhitening``: fixed
+    whitened 2x2 patches, stepping 2 pixels (``stem_filters`` channels, ``stem_strides``
+    and ``stem_mid_filters`` unused); ``train()`` adapts it on training images.
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
-    x = SpatiallySeparableConv2D(
-        stem_filters, 3, mid_filters=stem_mid_filters, strides=stem_strides, use_bias=False, name="stem"
-    )(x)
+    if whitening_stem:
+        x = PatchWhitening(stem_filters, patch_size=2, name="stem")(x)
+        stem_strides = 2
+    else:
+        x = SpatiallySeparableConv2D(
+            stem_filters, 3, mid_filters=stem_mid_filters, strides=stem_strides, use_bias=False, name="stem"
+        )(x)
     x = _bn_relu(x, "stem", bn_momentum, fused_batchnorm)
     for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
         # A strided stem has already halved the image: stage 1 then keeps its size.
@@ -196,6 +205,25 @@ def sepnet_fast_s2(fused_batchnorm: bool = False) -> keras.Model:
         bn_momentum=0.99,
         stem_strides=2,
         name="sepnet_fast_s2",
+        fused_batchnorm=fused_batchnorm,
+    )
+
+
+def sepnet_fast_w(fused_batchnorm: bool = False) -> keras.Model:
+    """``sepnet_fast_s2()`` with airbench's whitening first layer (86,098 params, 336 of them fixed).
+
+    The stem is ``whitening.PatchWhitening``: the 12 principal components of the training
+    images' 2x2 patches, scaled to unit variance, and their negatives (24 channels at 16x16),
+    as a depthwise separable convolution that is set from data and never trained. Everything
+    after it is ``sepnet_fast_s2()``'s, with 24 instead of 32 channels entering stage 1.
+    """
+    return sepnet(
+        widths=(64, 128, 192),
+        stem_filters=24,
+        blocks=(1, 1, 0),
+        bn_momentum=0.99,
+        whitening_stem=True,
+        name="sepnet_fast_w",
         fused_batchnorm=fused_batchnorm,
     )
 
@@ -262,6 +290,7 @@ MODELS = {
     "mixsepnet": mixsepnet,
     "sepnet_fast": sepnet_fast,
     "sepnet_fast_s2": sepnet_fast_s2,
+    "sepnet_fast_w": sepnet_fast_w,
     "base_model": base_model,
     "base_model_strict": base_model_strict,
 }

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import batchnorm, evaluation
+from . import batchnorm, evaluation, whitening
 from . import data as cdata
 from . import models as cmodels
 
@@ -87,6 +87,7 @@ class Recipe:
         return self.default_epochs if self.minutes is None else EPOCH_CAP_UNDER_A_BUDGET
 
 
+WHITENING_IMAGES = 5_000  # clean training images whose 2x2 patches set a whitening stem
 EPOCH_CAP_UNDER_A_BUDGET = 10_000  # epochs of a time-budgeted run that names none: out of reach, so time ends it
 
 
@@ -992,6 +993,8 @@ def train(
         if replicas > 1 and keras.backend.backend() == "jax":
             _check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
         model = compile_model(cmodels.build(recipe.model, fused_batchnorm=recipe.fused_batchnorm), recipe, steps)
+        # A whitening stem (models.sepnet_fast_w) is set from clean training images, never trained.
+        whitening.adapt_whitening(model, batchnorm.clean_sample(x_train, WHITENING_IMAGES, recipe.seed))
 
         device = describe_device()
         print(f"Training {recipe.model} ({model.count_params():,} params) on {device}")

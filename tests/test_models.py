@@ -40,7 +40,9 @@ def test_base_model_breaks_rule_three_and_strict_variant_does_not():
     assert strict.params == 32_261 + 96 and strict.conv2d == []
 
 
-@pytest.mark.parametrize("name", ["sepnet", "mixsepnet", "sepnet_fast", "sepnet_fast_s2", "base_model_strict"])
+@pytest.mark.parametrize(
+    "name", ["sepnet", "mixsepnet", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "base_model_strict"]
+)
 def test_shipped_architectures_pass_the_rules(name):
     report = rules.check_rules(models.build(name), verbose=False)
     assert report.passed
@@ -216,7 +218,7 @@ def test_every_model_uses_keras_batch_norm_by_default(name):
     assert batch_norm_kinds(models.build(name)) == {"keras"}
 
 
-@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2", "mixsepnet"])
+@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "mixsepnet"])
 def test_fused_batch_norm_variant_differs_only_in_that_layer(name):
     """``build(name, fused_batchnorm=True)``: same layers, names and weights, the fused BatchNorm."""
     plain, fused = models.build(name), models.build(name, fused_batchnorm=True)
