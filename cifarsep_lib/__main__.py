@@ -96,6 +96,13 @@ def main(argv=None) -> int:
         const=True,
         help="flip each training image every other epoch (airbench's alternating flip) instead of at random",
     )
+    t.add_argument(
+        "--fused-batchnorm",
+        dest="fused_batchnorm",
+        action="store_const",
+        const=True,
+        help="train the series' networks with layers.FusedBatchNormalization (TensorFlow's fused kernel)",
+    )
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument(
         "--erasing",

@@ -64,6 +64,36 @@ def test_batchnorm_images_leave_checkpoints_with_statistics_of_clean_training_im
         np.testing.assert_allclose(old, keras.ops.convert_to_numpy(new), rtol=1e-4, atol=1e-5)
 
 
+def test_train_sets_a_whitening_stem_from_clean_training_images(tmp_path, fake_cifar):
+    """The saved stem whitens exactly the patches of ``training.WHITENING_IMAGES`` clean training
+    images (here all 256 of the subset), normalised as the model does, and training left it so.
+
+    On those patches its first half of filters gives a covariance of exactly
+    variance / (variance + epsilon), under 1e-3 from the identity for these random pixels;
+    any other sample of the same kind of images is off by several times that.
+    """
+    from cifarsep_lib import batchnorm, evaluation, models, whitening
+    from cifarsep_lib import data as cdata
+
+    seed = TINY["seed"]
+    _train(tmp_path / "run", fake_cifar, model="sepnet_fast_w", epochs=1)
+    (x, y), _ = cdata.load_cifar10(str(fake_cifar))
+    (x, y), _ = cdata.train_val_split(x, y, TINY["val_size"], seed)
+    x, _ = cdata.subset(x, y, TINY["train_subset"], seed)
+    stem = evaluation.load_model(tmp_path / "run" / "final.keras").get_layer("stem")
+    half = keras.ops.convert_to_numpy(stem.pointwise_kernel)[0, 0, :, :12]
+
+    def whitened_covariance(images):
+        normalized = keras.ops.convert_to_numpy(models.normalize_rgb()(images.astype("float32")))
+        patches = whitening.patch_vectors(normalized.astype("float64"), 2)
+        return np.cov((patches @ half).T, bias=True)
+
+    seen = whitened_covariance(batchnorm.clean_sample(x, training.WHITENING_IMAGES, seed))
+    assert np.abs(seen - np.eye(12)).max() < 1e-3
+    (other, _), _ = cdata.load_cifar10(str(fake_cifar))
+    assert np.abs(whitened_covariance(other[-256:]) - np.eye(12)).max() > 2e-3
+
+
 def test_without_a_validation_split_the_last_epoch_is_kept_with_recomputed_statistics(tmp_path, fake_cifar):
     """``Recipe(val_size=0)`` holds no images out, validates nothing, and keeps
     the last epoch's model as best.keras, its BatchNorm statistics recomputed all the same."""
@@ -236,6 +266,8 @@ def test_cli_augmentation_flags(monkeypatch):
     assert cli.main(["train", "--whole-pixel-shifts"]) == 0 and seen["recipe"].whole_pixel_shifts is True
     assert seen["recipe"].alternating_flips is False
     assert cli.main(["train", "--alternating-flips"]) == 0 and seen["recipe"].alternating_flips is True
+    assert seen["recipe"].fused_batchnorm is False
+    assert cli.main(["train", "--fused-batchnorm"]) == 0 and seen["recipe"].fused_batchnorm is True
 
 
 def test_whole_pixel_shifts_move_pixels_without_blending_them():
