@@ -149,17 +149,17 @@ def sepnet(
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
+    stem_step = 2 if whitening_stem else stem_strides  # pixels between the stem's outputs
     if whitening_stem:
-        x = PatchWhitening(stem_filters, patch_size=2, name="stem")(x)
-        stem_strides = 2
+        x = PatchWhitening(stem_filters, patch_size=stem_step, name="stem")(x)
     else:
         x = SpatiallySeparableConv2D(
-            stem_filters, 3, mid_filters=stem_mid_filters, strides=stem_strides, use_bias=False, name="stem"
+            stem_filters, 3, mid_filters=stem_mid_filters, strides=stem_step, use_bias=False, name="stem"
         )(x)
     x = _bn_relu(x, "stem", bn_momentum, fused_batchnorm)
     for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
         # A strided stem has already halved the image: stage 1 then keeps its size.
-        strides = 1 if stage == 1 and stem_strides > 1 else 2
+        strides = 1 if stage == 1 and stem_step > 1 else 2
         x = _bn_relu(_sep(x, filters, f"down{stage}", strides=strides), f"down{stage}", bn_momentum, fused_batchnorm)
         for b in range(n_blocks):
             x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum, fused_batchnorm)
