@@ -66,7 +66,9 @@ class Recipe:
     ema_momentum: float | None = None  # average the weights (see compile_model); None: off
     low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
     low_res_size: int = 16  # their size in pixels
-    fused_batchnorm: bool = False  # True: layers.FusedBatchNormalization (same arithmetic, 3-6 % faster on a CPU)
+    # True: layers.FusedBatchNormalization, the same arithmetic with TensorFlow's fused kernel; on this
+    # 2-core CPU 1.06x faster per step on 2026-11-27, 1.4-1.5x on 2026-12-02 (benchmarks/README.md)
+    fused_batchnorm: bool = False
     # >0: recompute BatchNorm statistics on this many clean training images before each
     # validation (batchnorm.PreciseBatchNorm); 0: keep the moving averages of training
     batchnorm_images: int = 0
