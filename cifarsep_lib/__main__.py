@@ -99,9 +99,10 @@ def main(argv=None) -> int:
     t.add_argument(
         "--fused-batchnorm",
         dest="fused_batchnorm",
-        action="store_const",
-        const=True,
-        help="train the series' networks with layers.FusedBatchNormalization (TensorFlow's fused kernel)",
+        action=argparse.BooleanOptionalAction,
+        help="BatchNorm with TensorFlow's fused kernel (layers.FusedBatchNormalization, the same arithmetic) or,"
+        " with --no-fused-batchnorm, Keras' own layer (default: fused in the series' networks, Keras' own in the"
+        " base models)",
     )
     t.add_argument("--rotate", type=float, help="augment with random rotations of up to this many degrees")
     t.add_argument(

@@ -9,11 +9,12 @@ runs under every Keras backend.
 ``FusedBatchNormalization`` is Keras' ``BatchNormalization`` (same weights, same
 arithmetic) whose training steps on the TensorFlow backend run TensorFlow's fused
 batch-norm kernels: one op forwards and one backwards instead of the separate mean,
-variance and normalisation ops Keras 3 emits. On the 2-core development CPU that makes
-a training step of ``sepnet_fast`` 3-6 % faster (``scripts/benchmark_layers.py``,
-``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``). It is an option of the
-series' networks (``models.build(name, fused_batchnorm=True)``), not their default: whole
-runs with it ended less accurate, for no known reason (see ``models``). It is the only
+variance and normalisation ops Keras 3 emits. On the 2-core development CPU that made
+a training step 1.06x faster on 2026-11-27 and 1.4-1.5x on 2026-12-02 (``scripts/benchmark_layers.py``,
+``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``,
+``benchmarks/cpu_ten_minutes_fused_bn_in_turns_2026-12-02.txt``). The training recipe builds
+the series' networks with it (``training.Recipe.fused_batchnorm``); under JAX or PyTorch it
+runs its parent's code, so the same saved model loads and trains there. It is the only
 TensorFlow-only code in the models.
 """
 

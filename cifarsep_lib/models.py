@@ -15,16 +15,19 @@
   at 16x16, each a mixed-kernel depthwise convolution, a gated 1x1 expansion and a
   depthwise separable projection. Far more work per image than SepNet, for accuracy.
 
-All models normalise with Keras' own ``BatchNormalization``. The series' networks can be
-built with ``layers.FusedBatchNormalization`` instead (``fused_batchnorm=True``): the same
-layer trained with TensorFlow's fused kernel, 3-6 % faster per CPU step. It is an option,
-not the default: in four 22-epoch runs each of ``sepnet_fast``, every fused run ended below
-every run with Keras' own (``benchmarks/cpu_batchnorm_repeats_and_threads_2026-11-27.txt``).
+Built here, all models normalise with Keras' own ``BatchNormalization``. The series' networks
+can be built with ``layers.FusedBatchNormalization`` instead (``fused_batchnorm=True``): the
+same layer trained with TensorFlow's fused kernel, and what the training recipe gives them
+(``training.Recipe.fused_batchnorm``). On the 2-core CPU it made a training step 1.06x faster
+on 2026-11-27 and 1.4-1.5x on 2026-12-02, and it won all four seeds of that day's ten-minute
+runs (``benchmarks/cpu_ten_minutes_fused_bn_in_turns_2026-12-02.txt``).
 All models take raw RGB images with pixel values 0-255 (float or uint8 cast to float)
 and accept any spatial size (``Input(shape=(None, None, 3))``).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import keras
 from keras import layers
@@ -296,6 +299,13 @@ MODELS = {
 }
 
 
+def has_fused_batchnorm_variant(name: str) -> bool:
+    """Whether ``build(name, fused_batchnorm=True)`` exists: whether the network's factory takes
+    ``fused_batchnorm``. The series' networks do; the base models keep the assignment's layers as
+    they were."""
+    return name in MODELS and "fused_batchnorm" in inspect.signature(MODELS[name]).parameters
+
+
 def build(name: str, fused_batchnorm: bool = False) -> keras.Model:
     """Build a model of the series by name (see ``MODELS``).
 
@@ -308,6 +318,6 @@ def build(name: str, fused_batchnorm: bool = False) -> keras.Model:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
     if not fused_batchnorm:
         return factory()
-    if name.startswith("base_model"):
+    if not has_fused_batchnorm_variant(name):
         raise ValueError(f"only the series' networks have a variant with the fused BatchNorm, not {name!r}")
     return factory(fused_batchnorm=True)

@@ -8,6 +8,8 @@ images; ``training_throughput`` builds a fresh model, ``paired_step_times`` take
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 
 import keras
@@ -15,6 +17,28 @@ import numpy as np
 
 from . import evaluation, training
 from . import models as cmodels
+
+
+def describe_machine(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The machine a benchmark ran on, e.g. ``"x86_64, 2 cores, AMD EPYC, AVX-512"``.
+
+    The CPU's model name and whether it has AVX-512 come from ``cpuinfo`` where it exists (Linux):
+    the lent 2-core machines differ from day to day, and a kernel's speed-up with them
+    (the fused BatchNorm's was 1.06x on 2026-11-27 and 1.4-1.5x on 2026-12-02).
+    """
+    parts = [platform.processor() or platform.machine(), f"{os.cpu_count()} cores"]
+    try:
+        with open(cpuinfo) as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return ", ".join(parts)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    if fields.get("model name"):
+        parts.append(fields["model name"])
+    flags = fields.get("flags", "").split()
+    if flags:
+        parts.append("AVX-512" if "avx512f" in flags else "no AVX-512")
+    return ", ".join(parts)
 
 
 def random_images(n: int, seed: int = 0, size: int = 32):
@@ -32,19 +56,21 @@ def training_throughput(
     mixed_precision: bool = False,
     jit_compile: bool | str = "auto",
     image_size: int = 32,
+    fused_batchnorm: bool | None = None,
 ) -> float:
     """Training images/s of ``model_name`` (forward, backward and SGD update; no input pipeline).
 
     ``mixed_precision`` uses ``mixed_float16`` on a GPU and ``mixed_bfloat16`` on a CPU.
     ``image_size``: side of the square images (16 measures a progressive-resizing epoch).
+    ``fused_batchnorm``: as ``training.Recipe``'s; by default the network the recipe trains.
     """
     on_gpu = bool(training.accelerators())
     policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else "float32"
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        model = cmodels.build(model_name)
-        recipe = training.Recipe(model=model_name, batch_size=batch_size)
+        recipe = training.Recipe(model=model_name, batch_size=batch_size, fused_batchnorm=fused_batchnorm)
+        model = cmodels.build(model_name, fused_batchnorm=recipe.batchnorm_is_fused)
         training.compile_model(model, recipe, steps_per_epoch=100, jit_compile=jit_compile)
         x, labels = random_images(batch_size * (steps + warmup_steps), size=image_size)
         warm = batch_size * warmup_steps

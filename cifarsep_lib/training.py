@@ -66,9 +66,12 @@ class Recipe:
     ema_momentum: float | None = None  # average the weights (see compile_model); None: off
     low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
     low_res_size: int = 16  # their size in pixels
-    # True: layers.FusedBatchNormalization, the same arithmetic with TensorFlow's fused kernel; on this
-    # 2-core CPU 1.06x faster per step on 2026-11-27, 1.4-1.5x on 2026-12-02 (benchmarks/README.md)
-    fused_batchnorm: bool = False
+    # layers.FusedBatchNormalization (True) or Keras' own BatchNormalization (False): the same arithmetic,
+    # TensorFlow's fused kernel; on this 2-core CPU 1.06x faster per step on 2026-11-27, 1.4-1.5x on
+    # 2026-12-02, and ahead in all four seeds of ten minutes that day (benchmarks/README.md).
+    # None: the fused layer wherever the network has it (the series' networks), Keras' own in the
+    # base models; see `batchnorm_is_fused`
+    fused_batchnorm: bool | None = None
     # >0: recompute BatchNorm statistics on this many clean training images before each
     # validation (batchnorm.PreciseBatchNorm); 0: keep the moving averages of training
     batchnorm_images: int = 0
@@ -87,6 +90,18 @@ class Recipe:
         if self.epochs is not None:
             return self.epochs
         return self.default_epochs if self.minutes is None else EPOCH_CAP_UNDER_A_BUDGET
+
+    @property
+    def batchnorm_is_fused(self) -> bool:
+        """Whether the run's network gets ``layers.FusedBatchNormalization``.
+
+        ``fused_batchnorm`` if given (True for a base model is an error, from ``models.build``);
+        otherwise whether the network has that variant. Resolved when read, like ``epoch_count``,
+        so ``dataclasses.replace(recipe, model="base_model")`` keeps Keras' own there.
+        """
+        if self.fused_batchnorm is not None:
+            return self.fused_batchnorm
+        return cmodels.has_fused_batchnorm_variant(self.model)
 
 
 WHITENING_IMAGES = 5_000  # clean training images whose 2x2 patches set a whitening stem
@@ -994,7 +1009,7 @@ def train(
     with distribution_scope(distribution) as replicas:
         if replicas > 1 and keras.backend.backend() == "jax":
             _check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
-        model = compile_model(cmodels.build(recipe.model, fused_batchnorm=recipe.fused_batchnorm), recipe, steps)
+        model = compile_model(cmodels.build(recipe.model, fused_batchnorm=recipe.batchnorm_is_fused), recipe, steps)
         # A whitening stem (models.sepnet_fast_w) is set from clean training images, never trained.
         whitening.adapt_whitening(model, batchnorm.clean_sample(x_train, WHITENING_IMAGES, recipe.seed))
 
@@ -1042,6 +1057,7 @@ def train(
         run = {
             "recipe": dataclasses.asdict(recipe),
             "epoch_count": recipe.epoch_count,  # what the recipe resolved to (its `epochs` may be None)
+            "batchnorm_is_fused": recipe.batchnorm_is_fused,  # likewise (its `fused_batchnorm` may be None)
             "device": device,
             "backend": keras.backend.backend(),
             "keras": keras.__version__,

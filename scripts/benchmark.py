@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import tempfile
 
 import keras
@@ -47,9 +46,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--fused-batchnorm",
-        action="store_true",
-        help="train that run's network with layers.FusedBatchNormalization instead of Keras' own"
-        " (until 2026-11-27 the default, with --keras-batchnorm to turn it off)",
+        action=argparse.BooleanOptionalAction,
+        help="that run's BatchNorm: layers.FusedBatchNormalization or, with --no-fused-batchnorm, Keras' own"
+        " (default: the recipe's, fused in the series' networks; from 2026-11-27 to 2026-12-03 the default was"
+        " Keras' own, and this flag alone turned the fused layer on)",
     )
     parser.add_argument(
         "--low-res-sizes", type=int, nargs="*", default=[], help="also time training on images of these sizes"
@@ -76,7 +76,7 @@ def main() -> None:
 
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": speed.describe_machine(),
         "device": training.describe_device(),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
@@ -144,7 +144,7 @@ def main() -> None:
             "ema_momentum": args.ema,
             "low_res_epochs": args.low_res_epochs,
             "low_res_size": args.low_res_size,
-            "fused_batchnorm": args.fused_batchnorm,
+            "fused_batchnorm": recipe.batchnorm_is_fused,
             "batchnorm_images": args.batchnorm_images,
             # Not in train_seconds, like validation; a run needs it once, for its final weights.
             "batchnorm_seconds_per_epoch": round(float(np.mean(hist.get("batchnorm_seconds", [0.0]))), 2),

@@ -18,10 +18,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from cifarsep_lib import speed
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = (
@@ -49,7 +50,7 @@ def main() -> None:
 
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": speed.describe_machine(),
         "model": args.model,
         "batch_size": 256,
         "backends": {},

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import time
 
 import keras
@@ -84,8 +82,8 @@ def main() -> None:
     parser.add_argument("--per-layer", nargs="*", default=["sepnet_fast", "sepnet_fast_s2"])
     args = parser.parse_args()
     print(
-        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {training.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {speed.describe_machine()}, "
+        f"{training.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
     )
     paired(args.models, args.rounds)
     if keras.backend.backend() == "tensorflow":

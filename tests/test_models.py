@@ -231,6 +231,9 @@ def test_fused_batch_norm_variant_differs_only_in_that_layer(name):
 def test_base_models_have_no_fused_batch_norm_variant():
     with pytest.raises(ValueError, match="series' networks"):
         models.build("base_model", fused_batchnorm=True)
+    with_variant = {name for name in models.MODELS if models.has_fused_batchnorm_variant(name)}
+    assert with_variant == set(models.MODELS) - {"base_model", "base_model_strict"}
+    assert not models.has_fused_batchnorm_variant("resnet50")
 
 
 def test_sepnet_gradients_agree_with_either_batch_norm():

@@ -109,15 +109,39 @@ def test_without_a_validation_split_the_last_epoch_is_kept_with_recomputed_stati
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
-def test_recipe_can_train_sepnet_with_the_fused_batch_norm(tmp_path, fake_cifar):
-    """``Recipe(fused_batchnorm=True)`` trains (and records) the network with ``FusedBatchNormalization``."""
+@pytest.mark.parametrize("fused, kind", [(None, "fused"), (False, "keras")])
+def test_recipe_trains_sepnet_with_the_fused_batch_norm_unless_told_not_to(tmp_path, fake_cifar, fused, kind):
+    """By default a run builds the network with ``FusedBatchNormalization`` (and records that it did);
+    ``fused_batchnorm=False`` gives it Keras' own layer."""
     from cifarsep_lib import evaluation
 
-    model, _ = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, fused_batchnorm=True)
+    model, _ = _train(tmp_path / "run", fake_cifar, model="sepnet_fast", epochs=1, fused_batchnorm=fused)
     saved = evaluation.load_model(tmp_path / "run" / "final.keras")
     for built in (model, saved):
-        assert batch_norm_kinds(built) == {"fused"}
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["fused_batchnorm"] is True
+        assert batch_norm_kinds(built) == {kind}
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["batchnorm_is_fused"] is (kind == "fused") and run["recipe"]["fused_batchnorm"] is fused
+
+
+def test_the_fused_batch_norm_is_the_default_only_where_the_network_has_it():
+    """The series' networks get the fused layer unless told otherwise; the base models keep Keras' own,
+    also when a recipe built for another network is pointed at them."""
+    assert all(training.Recipe(model=name).batchnorm_is_fused for name in ("sepnet", "sepnet_fast_s2", "mixsepnet"))
+    assert not training.Recipe(fused_batchnorm=False).batchnorm_is_fused
+    for name in ("base_model", "base_model_strict"):
+        assert not training.Recipe(model=name).batchnorm_is_fused
+        assert not dataclasses.replace(training.Recipe(), model=name).batchnorm_is_fused
+    assert not training.assignment_recipe().batchnorm_is_fused
+    assert training.Recipe(model="base_model", fused_batchnorm=True).batchnorm_is_fused  # build() refuses it
+
+
+def test_cli_turns_the_fused_batch_norm_on_and_off(monkeypatch):
+    from cifarsep_lib import __main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: seen.update(recipe=recipe))
+    for words, given in (([], None), (["--fused-batchnorm"], True), (["--no-fused-batchnorm"], False)):
+        assert cli.main(["train", *words]) == 0 and seen["recipe"].fused_batchnorm is given
 
 
 def test_schedule_warms_up_then_decays():
@@ -266,8 +290,6 @@ def test_cli_augmentation_flags(monkeypatch):
     assert cli.main(["train", "--whole-pixel-shifts"]) == 0 and seen["recipe"].whole_pixel_shifts is True
     assert seen["recipe"].alternating_flips is False
     assert cli.main(["train", "--alternating-flips"]) == 0 and seen["recipe"].alternating_flips is True
-    assert seen["recipe"].fused_batchnorm is False
-    assert cli.main(["train", "--fused-batchnorm"]) == 0 and seen["recipe"].fused_batchnorm is True
 
 
 def test_whole_pixel_shifts_move_pixels_without_blending_them():
@@ -751,3 +773,16 @@ def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, 
     points = json.loads((out / "test_points.json").read_text())
     assert [p["epoch"] for p in points] == [len(hist["loss"])]
     assert points[-1]["train_seconds"] == pytest.approx(trained)
+
+
+def test_describe_machine_names_the_cpu_and_its_avx512(tmp_path):
+    from cifarsep_lib import speed
+
+    cpuinfo = tmp_path / "cpuinfo"
+    core = "processor\t: {}\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 {}\n"
+    cpuinfo.write_text(core.format(0, "avx512f avx512bw") + "\n" + core.format(1, "avx512f"))
+    described = speed.describe_machine(str(cpuinfo))
+    assert described.endswith(", AMD EPYC, AVX-512") and "cores" in described
+    cpuinfo.write_text(core.format(0, ""))
+    assert speed.describe_machine(str(cpuinfo)).endswith(", AMD EPYC, no AVX-512")
+    assert speed.describe_machine(str(tmp_path / "absent")).endswith(" cores")  # no /proc: no CPU name
