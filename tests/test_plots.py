@@ -159,6 +159,17 @@ def test_results_figure_gives_each_model_one_colour_in_both_panels(tmp_path):
     assert _legend_names(fig.axes[1]) == names
 
 
+def test_results_figure_never_gives_neighbouring_models_two_shades_of_one_hue(tmp_path):
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    models = [{"name": f"run{i}", "params": 90_000, "test_accuracy": 0.88} for i in range(19)]
+    fig = plots.results_figure({"models": models}, base_dir=tmp_path)
+    tab20 = [mcolors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+    hues = [tab20.index(mcolors.to_hex(dots.get_facecolor()[0])) // 2 for dots in fig.axes[1].collections]
+    assert all(a != b for a, b in zip(hues[:-1], hues[1:], strict=True)), hues
+
+
 def test_results_figure_puts_minutes_on_a_log_axis_with_the_two_budgets_marked(tmp_path):
     import json
 
