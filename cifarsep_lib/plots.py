@@ -234,6 +234,8 @@ def results_figure(results: dict, base_dir="."):
     ax_time.set_title("Accuracy against CPU-minutes")
     ax_params.margins(x=0.1, y=0.15)
     ax_params.axvline(100_000, color="red", ls=":", lw=1)
+    # Six-digit tick labels ran into one another across a 12-inch figure.
+    ax_params.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda n, _: f"{n / 1000:g}K"))
     ax_params.set_xlabel("parameters")
     ax_params.set_title("Accuracy against parameters (limit: 100K)")
     ax_params.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
