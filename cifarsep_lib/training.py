@@ -764,11 +764,16 @@ class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
     """``ModelCheckpoint`` that never overwrites the last good file with a diverged (NaN) model.
 
     ``TerminateOnNaN`` stops an epoch early, but Keras still ends that epoch with
-    ``on_epoch_end``; a plain checkpoint would then save the broken weights.
+    ``on_epoch_end``; a plain checkpoint would then save the broken weights. The epoch's
+    loss alone is not enough: it averages losses computed *before* each update, so the
+    epoch's last updates can overflow the weights while the logged loss is still finite
+    (seen on a 2-core Intel Xeon at a learning rate of 1e12). The weights are checked too.
     """
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and not np.isfinite(logs.get("loss", 0.0)):
+            return
+        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
             return
         super().on_epoch_end(epoch, logs)
 

@@ -488,6 +488,15 @@ def test_safe_checkpoint_skips_epochs_whose_loss_is_not_finite(tmp_path, loss, s
     assert (tmp_path / "best.keras").exists() == saved
 
 
+def test_safe_checkpoint_skips_non_finite_weights_even_when_the_loss_is_finite(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.layers[0].kernel.assign(np.array([[np.inf], [0.0]], dtype="float32"))
+    checkpoint = training.SafeCheckpoint(str(tmp_path / "best.keras"))
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": 0.5})
+    assert not (tmp_path / "best.keras").exists()
+
+
 def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, fake_cifar):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
