@@ -203,13 +203,11 @@ def results_figure(results: dict, base_dir="."):
     fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(12, 4.2))
     # Several runs share one architecture, so their points sit on one vertical line on the
     # right: names written beside the points would overlap there, a legend does not.
-    palette = plt.get_cmap("tab10").colors
-    if len(results["models"]) > len(palette):
-        # tab20 lists each hue twice in a row, dark then light: in that order the models
-        # shipped one after the other (often the same recipe, one run longer) got two
-        # shades of one olive. Its ten dark shades first, then the ten light ones.
-        pairs = plt.get_cmap("tab20").colors
-        palette = pairs[0::2] + pairs[1::2]
+    # tab20 lists each hue twice in a row, dark then light: in that order models shipped one
+    # after the other (often the same recipe, one run longer) got two shades of one olive.
+    # Its ten dark shades (tab10's colours) first, then the ten light ones.
+    shades = plt.get_cmap("tab20").colors
+    palette = shades[0::2] + shades[1::2]
     for i, entry in enumerate(results["models"]):
         color = palette[i % len(palette)]
         on_cpu = entry.get("hardware", "CPU").startswith("CPU")
