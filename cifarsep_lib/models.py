@@ -109,10 +109,11 @@ def _sep(x, filters, name, strides=1, kernel_size=3):
     )(x)
 
 
-def _residual_block(x, filters, name, bn_momentum, fused):
+def _residual_block(x, filters, name, bn_momentum, fused, kernel_size=3):
     shortcut = x
-    x = _bn_relu(_sep(x, filters, f"{name}_a"), f"{name}_a", bn_momentum, fused)
-    x = _batch_norm_layer(fused)(momentum=bn_momentum, name=f"{name}_b_bn")(_sep(x, filters, f"{name}_b"))
+    x = _bn_relu(_sep(x, filters, f"{name}_a", kernel_size=kernel_size), f"{name}_a", bn_momentum, fused)
+    x = _sep(x, filters, f"{name}_b", kernel_size=kernel_size)
+    x = _batch_norm_layer(fused)(momentum=bn_momentum, name=f"{name}_b_bn")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -127,6 +128,8 @@ def sepnet(
     name: str = "sepnet",
     fused_batchnorm: bool = False,
     whitening_stem: bool = False,
+    full_resolution_stage1: bool = False,
+    kernel_size: int = 3,
 ) -> keras.Model:
     """The series' model: separable convolutions only, under 100K parameters.
 
@@ -149,6 +152,10 @@ def sepnet(
     ``whitening_stem=True`` replaces the stem by ``whitening.PatchWhitening``: fixed
     whitened 2x2 patches, stepping 2 pixels (``stem_filters`` channels, ``stem_strides``
     and ``stem_mid_filters`` unused); ``train()`` adapts it on training images.
+    ``full_resolution_stage1=True`` enters stage 1 with a stride-1 convolution, so that it
+    runs at 32x32 (four times the pixels: the layout of classic CIFAR ResNets, and 2.4x
+    slower to train on the 2-core CPU); ``kernel_size`` is the depthwise kernel of the
+    residual blocks (3: 3x3).
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = normalize_rgb()(inputs)
@@ -162,10 +169,10 @@ def sepnet(
     x = _bn_relu(x, "stem", bn_momentum, fused_batchnorm)
     for stage, (filters, n_blocks) in enumerate(zip(widths, blocks, strict=True), start=1):
         # A strided stem has already halved the image: stage 1 then keeps its size.
-        strides = 1 if stage == 1 and stem_step > 1 else 2
+        strides = 1 if stage == 1 and (stem_step > 1 or full_resolution_stage1) else 2
         x = _bn_relu(_sep(x, filters, f"down{stage}", strides=strides), f"down{stage}", bn_momentum, fused_batchnorm)
         for b in range(n_blocks):
-            x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum, fused_batchnorm)
+            x = _residual_block(x, filters, f"stage{stage}_block{b + 1}", bn_momentum, fused_batchnorm, kernel_size)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -231,6 +238,20 @@ def sepnet_fast_w(fused_batchnorm: bool = False) -> keras.Model:
     )
 
 
+def sepnet_deep(fused_batchnorm: bool = False) -> keras.Model:
+    """``sepnet()`` with a third residual block at 16x16, paid for by 128 channels at 4x4 (96,234 params).
+
+    An experiment in where SepNet's parameters do the most: its 4x4 stage is a single
+    strided convolution whose 160 output channels cost 15,360 pointwise weights and almost
+    no compute, while its 16x16 stage, where the compute is, has only two blocks. This
+    variant moves capacity to 16x16: two more separable convolutions there, and 128
+    channels at 4x4. On the 2-core CPU a training step costs about 1.2x SepNet's
+    (``python scripts/benchmark_sepnet_variants.py``); ``trained/results.json`` has how it
+    compares at equal epochs.
+    """
+    return sepnet(widths=(64, 96, 128), blocks=(3, 2, 0), name="sepnet_deep", fused_batchnorm=fused_batchnorm)
+
+
 def _mix_block(x, dim, hidden, name, bn_momentum, fused):
     """``x + BN(project(gate(expand(BN(mixed_depthwise(x))))))``, the residual branch starting at zero.
 
@@ -290,6 +311,7 @@ def mixsepnet(
 
 MODELS = {
     "sepnet": sepnet,
+    "sepnet_deep": sepnet_deep,
     "mixsepnet": mixsepnet,
     "sepnet_fast": sepnet_fast,
     "sepnet_fast_s2": sepnet_fast_s2,

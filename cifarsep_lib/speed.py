@@ -111,6 +111,17 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
     return {name: np.array(t) for name, t in times.items()}
 
 
+def paired_step_table(models: dict, times: dict, batch_size: int = 256) -> list[str]:
+    """One line per model of ``paired_step_times``' result: parameters, median step, images/s, and the
+    median of its step-by-step speed ratio to the first model (1.00x for the first)."""
+    first = times[next(iter(times))]
+    return [
+        f"  {name:24s} {models[name].count_params():7,d} params  median {1e3 * np.median(t):5.0f} ms/step"
+        f"  {batch_size / np.median(t):5.0f} images/s  {np.median(first / t):4.2f}x"
+        for name, t in times.items()
+    ]
+
+
 def inference_throughput(model, batch_size: int = 500, batches: int = 10) -> float:
     """Inference images/s of a built or loaded ``model`` (after one warm-up batch)."""
     x, _ = random_images(batch_size * (batches + 1))

@@ -32,13 +32,8 @@ def paired(names: list[str], rounds: int) -> None:
         built[name] = models.build(name)
         built[f"{name}+fusedbn"] = models.build(name, fused_batchnorm=True)
     times = speed.paired_step_times(built, rounds=rounds)
-    first = times[names[0]]
     print(f"paired training steps, batch 256, {rounds} rounds (ratio: median of step-by-step speed vs {names[0]})")
-    for name, t in times.items():
-        print(
-            f"  {name:24s} {built[name].count_params():7,d} params  median {1e3 * np.median(t):5.0f} ms/step"
-            f"  {256 / np.median(t):5.0f} images/s  {np.median(first / t):4.2f}x"
-        )
+    print("\n".join(speed.paired_step_table(built, times)))
 
 
 def per_layer(name: str, repeats: int = 5) -> None:

@@ -41,11 +41,36 @@ def test_base_model_breaks_rule_three_and_strict_variant_does_not():
 
 
 @pytest.mark.parametrize(
-    "name", ["sepnet", "mixsepnet", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "base_model_strict"]
+    "name",
+    ["sepnet", "sepnet_deep", "mixsepnet", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "base_model_strict"],
 )
 def test_shipped_architectures_pass_the_rules(name):
     report = rules.check_rules(models.build(name), verbose=False)
     assert report.passed
+
+
+def _output_shape(model, layer_name):
+    """The shape of ``layer_name``'s output for one 32x32 image (the models take any size)."""
+    probe = keras.Model(model.input, model.get_layer(layer_name).output)
+    return tuple(probe(np.zeros((1, 32, 32, 3), "float32")).shape[1:])
+
+
+def test_sepnet_deep_moves_capacity_from_4x4_to_16x16():
+    deep, plain = models.build("sepnet_deep"), models.build("sepnet")
+    assert deep.count_params() == 96_234 < rules.MAX_PARAMS
+    assert _output_shape(deep, "stage1_block3_out") == (16, 16, 64)  # a third block at 16x16
+    assert "stage1_block3_out" not in [layer.name for layer in plain.layers]
+    assert _output_shape(deep, "down3_relu") == (4, 4, 128)
+    assert _output_shape(plain, "down3_relu") == (4, 4, 160)
+
+
+def test_sepnet_can_run_stage_one_at_full_resolution_with_larger_kernels():
+    model = models.sepnet(widths=(48, 96, 160), full_resolution_stage1=True, kernel_size=5)
+    assert _output_shape(model, "stage1_block1_out") == (32, 32, 48)
+    assert _output_shape(model, "down2_relu") == (16, 16, 96)
+    assert tuple(model.get_layer("stage1_block1_a").depthwise_kernel.shape) == (5, 5, 48, 1)
+    assert tuple(model.get_layer("down1").depthwise_kernel.shape) == (3, 3, 24, 1)  # only the blocks' kernels grow
+    assert model(np.zeros((2, 32, 32, 3), "float32")).shape == (2, 10)
 
 
 def test_rules_find_conv2d_in_nested_models():
@@ -218,7 +243,9 @@ def test_every_model_uses_keras_batch_norm_by_default(name):
     assert batch_norm_kinds(models.build(name)) == {"keras"}
 
 
-@pytest.mark.parametrize("name", ["sepnet", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "mixsepnet"])
+@pytest.mark.parametrize(
+    "name", ["sepnet", "sepnet_deep", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "mixsepnet"]
+)
 def test_fused_batch_norm_variant_differs_only_in_that_layer(name):
     """``build(name, fused_batchnorm=True)``: same layers, names and weights, the fused BatchNorm."""
     plain, fused = models.build(name), models.build(name, fused_batchnorm=True)
