@@ -46,6 +46,15 @@ def load(run: Path) -> dict:
     }
 
 
+def with_tta(point: dict) -> str:
+    """A test point's accuracy and, where it was measured, its flip-TTA accuracy (runs before
+    2026-11-27 scored the test set without TTA during training)."""
+    text = f"{point['test_accuracy']:.2%}"
+    if "test_accuracy_tta" in point:
+        text += f" (flip-TTA {point['test_accuracy_tta']:.2%})"
+    return text
+
+
 def best_validation_epoch(run: dict) -> int | None:
     """The epoch (1-based) of best validation accuracy; None for a run without a validation split."""
     scored = [epoch for epoch, val in enumerate(run["val"]) if not math.isnan(val)]
@@ -68,8 +77,7 @@ def print_selected(runs: list[dict]) -> None:
             print(f"# {r['name']}: epoch {epoch}, no test point there (left out)")
             continue
         chosen.append(point["test_accuracy"])
-        tta = point["test_accuracy_tta"]
-        print(f"# {r['name']}: epoch {epoch}, test {point['test_accuracy']:.2%} (flip-TTA {tta:.2%})")
+        print(f"# {r['name']}: epoch {epoch}, test {with_tta(point)}")
     if chosen:
         spread = f", sample std {statistics.stdev(chosen):.2%}" if len(chosen) > 1 else ""
         span = f"range {min(chosen):.2%}-{max(chosen):.2%}"
@@ -113,8 +121,7 @@ def main() -> None:
         else:
             summary += "; no validation split"
         if last:
-            summary += f"; last test point (epoch {last['epoch']}): {last['test_accuracy']:.2%}"
-            summary += f" (flip-TTA {last['test_accuracy_tta']:.2%})"
+            summary += f"; last test point (epoch {last['epoch']}): {with_tta(last)}"
         print(summary)
     if args.selected:
         print_selected(runs)

@@ -43,6 +43,17 @@ def test_runs_print_side_by_side_with_their_differences(tmp_path, monkeypatch, c
     assert "2 epochs, 2.0 min, 750 images/s" in out[-1]
 
 
+def test_test_points_without_flip_tta_print_without_it(tmp_path, monkeypatch, capsys):
+    """The shipped runs before 2026-11-27 scored the test set without TTA during training."""
+    a = _run(tmp_path / "a", 0.125, [0.5, 0.7], [{"epoch": 2, "test_accuracy": 0.71}])
+    b = _run(tmp_path / "b", 0.125, [0.6, 0.5], [{"epoch": 1, "test_accuracy": 0.6, "test_accuracy_tta": 0.62}])
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", "--selected", str(a), str(b)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.endswith("last test point (epoch 2): 71.00%") for line in out)
+    assert "# a: epoch 2, test 71.00%" in out and "# b: epoch 1, test 60.00% (flip-TTA 62.00%)" in out
+
+
 def test_a_run_without_validation_prints_dashes_and_says_so(tmp_path, monkeypatch, capsys):
     a = _run(tmp_path / "a", 0.0625, [0.5, 0.7], [])
     b = _run(tmp_path / "b", 0.0625, [], [{"epoch": 2, "test_accuracy": 0.8, "test_accuracy_tta": 0.81}])
