@@ -153,7 +153,7 @@ def sepnet(
     whitened 2x2 patches, stepping 2 pixels (``stem_filters`` channels, ``stem_strides``
     and ``stem_mid_filters`` unused); ``train()`` adapts it on training images.
     ``full_resolution_stage1=True`` enters stage 1 with a stride-1 convolution, so that it
-    runs at 32x32 (four times the pixels: the layout of classic CIFAR ResNets, and 2.4x
+    runs at 32x32 (four times the pixels: the layout of classic CIFAR ResNets, and about 2.5x
     slower to train on the 2-core CPU); ``kernel_size`` is the depthwise kernel of the
     residual blocks (3: 3x3).
     """
@@ -245,7 +245,7 @@ def sepnet_deep(fused_batchnorm: bool = False) -> keras.Model:
     strided convolution whose 160 output channels cost 15,360 pointwise weights and almost
     no compute, while its 16x16 stage, where the compute is, has only two blocks. This
     variant moves capacity to 16x16: two more separable convolutions there, and 128
-    channels at 4x4. On the 2-core CPU a training step costs about 1.2x SepNet's
+    channels at 4x4. On the 2-core CPU a training step costs about 1.25x SepNet's
     (``python scripts/benchmark_sepnet_variants.py``); ``trained/results.json`` has how it
     compares at equal epochs.
     """
