@@ -246,8 +246,8 @@ def sepnet_deep(fused_batchnorm: bool = False) -> keras.Model:
     no compute, while its 16x16 stage, where the compute is, has only two blocks. This
     variant moves capacity to 16x16: two more separable convolutions there, and 128
     channels at 4x4. On the 2-core CPU a training step costs about 1.25x SepNet's
-    (``python scripts/benchmark_sepnet_variants.py``); ``trained/results.json`` has how it
-    compares at equal epochs.
+    (``python scripts/benchmark_sepnet_variants.py``); the lab journal
+    (``benchmarks/README.md``) compares the two at equal epochs.
     """
     return sepnet(widths=(64, 96, 128), blocks=(3, 2, 0), name="sepnet_deep", fused_batchnorm=fused_batchnorm)
 

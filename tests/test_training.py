@@ -684,6 +684,16 @@ def test_paired_step_times_train_every_model_in_turn():
         assert not np.allclose(model.get_weights()[0], before[name][0]), name
 
 
+def test_paired_step_table_gives_each_model_its_speed_and_ratio_to_the_first():
+    from cifarsep_lib import models, speed
+
+    built = {"fast": models.build("sepnet_fast"), "slow": models.build("sepnet_fast")}
+    times = {"fast": np.array([0.25, 0.25, 0.3]), "slow": np.array([0.5, 0.5, 0.6])}
+    fast, slow = speed.paired_step_table(built, times)
+    assert fast.split() == ["fast", "87,706", "params", "median", "250", "ms/step", "1024", "images/s", "1.00x"]
+    assert slow.split()[4:] == ["500", "ms/step", "512", "images/s", "0.50x"]
+
+
 def test_lr_by_fraction_is_the_schedule_over_a_fraction_of_the_run():
     recipe = training.Recipe(epochs=10, peak_lr=0.2, warmup_fraction=0.2)
     by_step = training.lr_schedule(recipe, steps_per_epoch=10)
