@@ -8,6 +8,7 @@ images; ``training_throughput`` builds a fresh model, ``paired_step_times`` take
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import time
@@ -111,11 +112,25 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
     return {name: np.array(t) for name, t in times.items()}
 
 
+def benchmark_header() -> str:
+    """The first line of a benchmark's output: when, on which machine and device, with which Keras."""
+    return (
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {describe_machine()}, "
+        f"{training.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
+    )
+
+
 def paired_step_table(models: dict, times: dict, batch_size: int = 256) -> list[str]:
-    """One line per model of ``paired_step_times``' result: parameters, median step, images/s, and the
-    median of its step-by-step speed ratio to the first model (1.00x for the first)."""
-    first = times[next(iter(times))]
-    return [
+    """``paired_step_times``' result as printed lines: a title, then one line per model with its
+    parameters, median step, images/s, and the median of its step-by-step speed ratio to the
+    first model (1.00x for the first)."""
+    reference = next(iter(times))
+    first = times[reference]
+    title = (
+        f"paired training steps, batch {batch_size}, {len(first)} rounds"
+        f" (ratio: median of step-by-step speed vs {reference})"
+    )
+    return [title] + [
         f"  {name:24s} {models[name].count_params():7,d} params  median {1e3 * np.median(t):5.0f} ms/step"
         f"  {batch_size / np.median(t):5.0f} images/s  {np.median(first / t):4.2f}x"
         for name, t in times.items()

@@ -17,13 +17,12 @@ Two measurements, both printed as figures (not timed tests):
 from __future__ import annotations
 
 import argparse
-import datetime
 import time
 
 import keras
 import numpy as np
 
-from cifarsep_lib import models, speed, training
+from cifarsep_lib import models, speed
 
 
 def paired(names: list[str], rounds: int) -> None:
@@ -32,7 +31,6 @@ def paired(names: list[str], rounds: int) -> None:
         built[name] = models.build(name)
         built[f"{name}+fusedbn"] = models.build(name, fused_batchnorm=True)
     times = speed.paired_step_times(built, rounds=rounds)
-    print(f"paired training steps, batch 256, {rounds} rounds (ratio: median of step-by-step speed vs {names[0]})")
     print("\n".join(speed.paired_step_table(built, times)))
 
 
@@ -76,10 +74,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=25, help="training steps timed per model")
     parser.add_argument("--per-layer", nargs="*", default=["sepnet_fast", "sepnet_fast_s2"])
     args = parser.parse_args()
-    print(
-        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {speed.describe_machine()}, "
-        f"{training.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
-    )
+    print(speed.benchmark_header())
     paired(args.models, args.rounds)
     if keras.backend.backend() == "tensorflow":
         for name in args.per_layer:

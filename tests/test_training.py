@@ -689,7 +689,8 @@ def test_paired_step_table_gives_each_model_its_speed_and_ratio_to_the_first():
 
     built = {"fast": models.build("sepnet_fast"), "slow": models.build("sepnet_fast")}
     times = {"fast": np.array([0.25, 0.25, 0.3]), "slow": np.array([0.5, 0.5, 0.6])}
-    fast, slow = speed.paired_step_table(built, times)
+    title, fast, slow = speed.paired_step_table(built, times)
+    assert title == "paired training steps, batch 256, 3 rounds (ratio: median of step-by-step speed vs fast)"
     assert fast.split() == ["fast", "87,706", "params", "median", "250", "ms/step", "1024", "images/s", "1.00x"]
     assert slow.split()[4:] == ["500", "ms/step", "512", "images/s", "0.50x"]
 
