@@ -48,8 +48,9 @@ def _rules(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .devices import DISTRIBUTIONS  # every subcommand needs Keras anyway
     from .models import MODELS
-    from .training import DISTRIBUTIONS, RECIPES  # every subcommand needs Keras anyway
+    from .training import RECIPES
 
     parser = argparse.ArgumentParser(prog="python -m cifarsep_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -79,8 +79,8 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     """Recomputes the BatchNorm statistics on ``images`` before each validation pass of ``fit``,
     or at the end of each epoch when ``fit`` has no validation data.
 
-    Put it after ``Throughput`` (so its seconds do not count as training) and after a
-    ``SwapEMAWeights`` (so it sees the weights that are validated). Its seconds per epoch
+    Put it after ``callbacks.Throughput`` (so its seconds do not count as training) and after a
+    ``callbacks.SwapEMAWeights`` (so it sees the weights that are validated). Its seconds per epoch
     go into the logs as ``batchnorm_seconds``.
     """
 

@@ -198,7 +198,7 @@ def without_autotune(dataset):
     iterator every epoch, so real epochs paid it too. ``AUTOTUNE`` buffer sizes and
     parallelism then take tf.data's fixed defaults, which fed augmented batches as fast
     here (13,000-21,000 images/s, far more than training consumes).
-    ``training.make_dataset`` and ``evaluation.predict_array`` use it.
+    ``input_pipeline.make_dataset`` and ``evaluation.predict_array`` use it.
     """
     import tensorflow as tf
 

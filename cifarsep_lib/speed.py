@@ -16,7 +16,7 @@ import time
 import keras
 import numpy as np
 
-from . import evaluation, training
+from . import devices, evaluation, input_pipeline, training
 from . import models as cmodels
 
 
@@ -65,7 +65,7 @@ def training_throughput(
     ``image_size``: side of the square images (16 measures a progressive-resizing epoch).
     ``fused_batchnorm``: as ``training.Recipe``'s; by default the network the recipe trains.
     """
-    on_gpu = bool(training.accelerators())
+    on_gpu = bool(devices.accelerators())
     policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else "float32"
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -78,9 +78,9 @@ def training_throughput(
         # Fed through the series' own input pipeline, not as arrays: for arrays, fit builds a
         # tf.data pipeline with autotuning on, which at random idled for seconds after the
         # last step and halved this figure (see ``data.without_autotune``).
-        model.fit(training.make_dataset(x[:warm], labels[:warm], batch_size), shuffle=False, verbose=0)
+        model.fit(input_pipeline.make_dataset(x[:warm], labels[:warm], batch_size), shuffle=False, verbose=0)
         start = time.perf_counter()
-        model.fit(training.make_dataset(x[warm:], labels[warm:], batch_size), shuffle=False, verbose=0)
+        model.fit(input_pipeline.make_dataset(x[warm:], labels[warm:], batch_size), shuffle=False, verbose=0)
         return batch_size * steps / (time.perf_counter() - start)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -97,7 +97,7 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
     step times.
     """
     x, labels = random_images(batch_size, seed=seed)
-    y = training.one_hot(labels)
+    y = input_pipeline.one_hot(labels)
     for model in models.values():
         training.compile_model(model, training.Recipe(batch_size=batch_size), steps_per_epoch=100)
         for _ in range(warmup_steps):  # the first steps trace the graph
@@ -116,7 +116,7 @@ def benchmark_header() -> str:
     """The first line of a benchmark's output: when, on which machine and device, with which Keras."""
     return (
         f"{datetime.datetime.now().isoformat(timespec='seconds')}  {describe_machine()}, "
-        f"{training.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
+        f"{devices.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
     )
 
 

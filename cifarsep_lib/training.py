@@ -1,40 +1,42 @@
-"""Training: input pipeline, the series' recipe, callbacks, and one ``train()`` entry point.
+"""Training: the series' recipe, its optimizer and schedule, and one ``train()`` entry point.
 
 The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD with
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
 translations (Keras preprocessing layers), batch 256. Options, off by default: weight
 averaging (``ema_momentum``), progressive resizing (``low_res_epochs``,
-``LowResolutionStart``), BatchNorm statistics recomputed before each validation
+``input_pipeline.LowResolutionStart``), BatchNorm statistics recomputed before each validation
 (``batchnorm_images``, ``batchnorm.PreciseBatchNorm``) and alternating instead of random
-flips (``alternating_flips``, ``AlternatingFlip``). ``assignment_recipe()`` is the
+flips (``alternating_flips``, ``input_pipeline.AlternatingFlip``). ``assignment_recipe()`` is the
 course assignment's own: Adam at a constant learning rate, no augmentation, batch 128.
 
-Multi-device (data-parallel) training: ``train(..., distribution=...)`` replicates the
-model on every local device and splits each batch across them (see ``train`` and
-``scaled_recipe`` for how batch size and learning rate scale with the number of devices).
+``train()`` puts together what three neighbouring modules provide: the batches
+(``input_pipeline``), the callbacks of a run (``callbacks``: its clock, time budget, test
+points, checkpoints) and the devices it runs on (``devices``). Multi-device (data-parallel)
+training: ``train(..., distribution=...)`` replicates the model on every local device and
+splits each batch across them (see ``train`` and ``scaled_recipe`` for how batch size and
+learning rate scale with the number of devices).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
 import math
-import os
-import platform
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import batchnorm, evaluation, whitening
+from . import batchnorm, whitening
 from . import data as cdata
 from . import models as cmodels
+from .callbacks import SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
+from .devices import DISTRIBUTIONS, check_even_split, describe_device, distribution_scope
+from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
 
 @dataclasses.dataclass
@@ -147,399 +149,6 @@ def scaled_recipe(recipe: Recipe, n_devices: int) -> Recipe:
     return dataclasses.replace(recipe, batch_size=recipe.batch_size * n, peak_lr=recipe.peak_lr * n)
 
 
-DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel")
-
-
-def _tf_strategy(kind: str):
-    """The ``tf.distribute`` strategy for ``kind``: all TensorFlow-specific code lives here.
-
-    ``"tpu"``: ``TPUStrategy`` on the TPU attached to this runtime (Colab, TPU VMs).
-    Otherwise ``MirroredStrategy`` over all local GPUs or, without GPUs, over the logical
-    CPU devices (several only if configured with ``tf.config.set_logical_device_configuration``
-    before TensorFlow initialises; else one, and nothing is gained).
-    """
-    import tensorflow as tf
-
-    if kind == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()  # Colab TPU runtime
-        except ValueError:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")  # TPU VM
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if tf.config.list_logical_devices("GPU"):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-
-
-@contextlib.contextmanager
-def _jax_distribution(kind: str):
-    """Make ``keras.distribution.DataParallel`` over the local devices current; restore the previous one after."""
-    devices = keras.distribution.list_devices("tpu" if kind == "tpu" else None)
-    if not devices:
-        raise RuntimeError("distribution='tpu' but JAX sees no TPU devices")
-    previous = keras.distribution.distribution()
-    dist = keras.distribution.DataParallel(devices=devices)
-    keras.distribution.set_distribution(dist)
-    try:
-        yield dist
-    finally:
-        keras.distribution.set_distribution(previous)
-
-
-@contextlib.contextmanager
-def distribution_scope(distribution: str | None):
-    """Context for building, compiling and fitting a model under ``distribution``; yields the replica count.
-
-    ``None``/``"none"``: no distribution, yields 1. Under TensorFlow, ``"mirrored"`` and
-    ``"data_parallel"`` mean ``MirroredStrategy``, ``"tpu"`` ``TPUStrategy`` (its ``scope()``
-    is entered). Under JAX, all three mean ``keras.distribution.DataParallel`` over the local
-    devices (TPU devices only for ``"tpu"``), set globally and restored on exit.
-    """
-    kind = (distribution or "none").lower()
-    if kind not in DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
-    backend = keras.backend.backend()
-    if kind == "none":
-        yield 1
-    elif backend == "tensorflow":
-        strategy = _tf_strategy(kind)
-        with strategy.scope():
-            yield strategy.num_replicas_in_sync
-    elif backend == "jax":
-        with _jax_distribution(kind) as dist:
-            yield dist.num_model_replicas
-    else:
-        raise NotImplementedError(
-            f"distribution={distribution!r} is supported under the tensorflow and jax backends, not {backend}"
-        )
-
-
-def accelerators() -> list[str]:
-    """Names of the non-CPU devices the active backend sees (empty on a CPU-only machine).
-
-    ``keras.distribution.list_devices`` covers TensorFlow and JAX; Keras has no
-    distribution support for PyTorch, so that backend is asked directly.
-    """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")]
-
-
-def describe_device() -> str:
-    """A human-readable name of the device Keras trains on (GPU name, or CPU)."""
-    accel = accelerators()
-    if accel and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-        return ", ".join(names) or ", ".join(accel)
-    if accel and keras.backend.backend() == "jax":
-        import jax
-
-        return ", ".join(d.device_kind for d in jax.devices() if d.platform != "cpu")  # e.g. NVIDIA H100 80GB HBM3
-    if accel and keras.backend.backend() == "torch":
-        import torch
-
-        return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    if accel:
-        return ", ".join(accel)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def augmentation(
-    translate: float = 0.125,
-    seed: int | None = None,
-    rotate: float = 0.0,
-    erasing: float = 0.0,
-    whole_pixel_shifts: bool = False,
-    flip: bool = True,
-) -> keras.Sequential | None:
-    """Random horizontal flip and a random shift of up to ``translate`` of the image size (0: none).
-
-    The shift reflects the border back in, like the classic pad-by-4-and-crop. Keras draws
-    it from a continuous range and interpolates bilinearly, so most shifts fall between
-    pixels and blur the image a little; ``whole_pixel_shifts`` rounds them to whole pixels
-    instead (nearest-neighbour), as pad-and-crop does, so training images stay as sharp
-    as the test images.
-
-    ``rotate`` > 0 adds a random rotation of up to that many degrees either way (also
-    reflecting the border), applied before the shift. ``erasing`` > 0 then erases, with
-    that probability per image, a random rectangle (each side 14-57 % of the image's,
-    Keras' ``RandomErasing``) and fills it with the mean CIFAR-10 grey: the network has
-    to recognise objects from their parts (Cutout, random erasing).
-
-    ``flip=False`` leaves the flips out (``AlternatingFlip`` does them instead); with
-    nothing else asked for there is then no augmentation at all, and the result is None.
-    """
-    steps = [keras.layers.RandomFlip("horizontal", seed=seed)] if flip else []
-    if rotate:
-        steps.append(keras.layers.RandomRotation(rotate / 360.0, fill_mode="reflect", seed=seed))
-    if translate:  # 0: flips only (no layer, no cost)
-        interpolation = "nearest" if whole_pixel_shifts else "bilinear"
-        steps.append(
-            keras.layers.RandomTranslation(
-                translate, translate, fill_mode="reflect", interpolation=interpolation, seed=seed
-            )
-        )
-    if erasing:
-        # factor=(p, p): every image is erased with probability p (a single float would
-        # draw each image's probability between 0 and p). The fill is the mean CIFAR-10
-        # grey, close to what the model's normalisation maps to zero. One value, not one per
-        # channel: Keras 3.15's RandomErasing fails under JAX with a per-channel fill.
-        mean_grey = 255.0 * float(np.mean(cdata.TRAIN_MEAN))
-        steps.append(keras.layers.RandomErasing(factor=(erasing, erasing), fill_value=mean_grey, seed=seed))
-    return keras.Sequential(steps, name="augmentation") if steps else None
-
-
-class AlternatingFlip(keras.callbacks.Callback):
-    """Derandomised horizontal flips (airbench's "alternating flip").
-
-    Random flips leave it to chance whether an image is seen both ways round in two
-    consecutive epochs: about half the time it is shown the same way twice, which teaches
-    the network nothing new. Here each training image gets one random coin toss (seeded)
-    that decides whether it is flipped in the first epoch, and from then on it is
-    flipped in every other epoch: any two consecutive epochs show every image once each
-    way round. On a short schedule, such as the ten-minute runs on the CPU, where each
-    image is seen only 15-20 times, that matters most.
-
-    Like ``LowResolutionStart``, this is a callback (it reads the epoch number at the
-    start of every epoch, also when ``BackupAndRestore`` resumes a run) that the input
-    pipeline asks, batch by batch, through ``flip`` (numpy, for ``PyDataset``) or
-    ``flip_tf`` (a TensorFlow graph, for ``tf.data``). The batches come with the index of
-    each image in the training set, which is what the coin toss is looked up by.
-    """
-
-    def __init__(self, n_images: int, seed: int = 0):
-        super().__init__()
-        self.first_flipped = np.random.default_rng(seed).random(n_images) < 0.5
-        self.odd_epoch = False
-        self._tf_odd = self._tf_first = None
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # tf.data runs the pipeline as a graph, which reads the epoch's parity from this variable.
-            self._tf_odd = tf.Variable(False, trainable=False, name="odd_epoch")
-            self._tf_first = tf.constant(self.first_flipped)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.odd_epoch = epoch % 2 == 1
-        if self._tf_odd is not None:
-            self._tf_odd.assign(self.odd_epoch)
-
-    def flipped(self, indices) -> np.ndarray:
-        """Whether the images with these training-set indices are flipped in this epoch."""
-        return self.first_flipped[indices] != self.odd_epoch
-
-    def flip(self, images: np.ndarray, indices) -> np.ndarray:
-        """``images`` (a numpy batch, NHWC) with this epoch's flips applied."""
-        mask = self.flipped(indices)
-        out = images.copy()
-        out[mask] = out[mask][:, :, ::-1]
-        return out
-
-    def flip_tf(self, images, indices):
-        """The same as a TensorFlow graph, for a ``tf.data`` pipeline (TensorFlow backend only)."""
-        import tensorflow as tf
-
-        mask = tf.not_equal(tf.gather(self._tf_first, indices), self._tf_odd)
-        return tf.where(mask[:, None, None, None], tf.reverse(images, axis=[2]), images)
-
-
-class LowResolutionStart(keras.callbacks.Callback):
-    """Progressive resizing: train the first ``epochs`` epochs on images downscaled to ``size`` pixels.
-
-    The models are fully convolutional, so they train on 16x16 images as well as on
-    32x32 ones, and on a CPU, where the cost grows with the number of pixels, an epoch
-    at 16x16 takes a fraction of the time (``scripts/benchmark.py --low-res-sizes``).
-    The last epochs train at full size, so the network ends adapted to the object scale
-    and BatchNorm statistics of the images it will see. Validation is always at full size.
-
-    The training pipeline downscales each augmented batch (antialiased bilinear) while
-    the flag is on; this callback sets the flag at the start of every epoch, also when
-    ``BackupAndRestore`` resumes a run in the middle. That every batch of an epoch has the
-    epoch's size is tested under each backend with one worker (the default); with
-    ``workers > 1`` (JAX, PyTorch) batches queued ahead across the switch are not checked.
-    """
-
-    def __init__(self, size: int, epochs: int):
-        super().__init__()
-        self.size, self.epochs = int(size), int(epochs)
-        self.active = self.epochs > 0
-        self._tf_flag = None
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # tf.data runs the pipeline as a graph, which reads the flag from this variable.
-            self._tf_flag = tf.Variable(self.active, trainable=False, name="low_resolution")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.active = epoch < self.epochs
-        if self._tf_flag is not None:
-            self._tf_flag.assign(self.active)
-
-    def downscale(self, images):
-        """``images`` (a numpy batch) downscaled while the flag is on, else unchanged."""
-        if not self.active:
-            return images
-        return keras.ops.convert_to_numpy(keras.ops.image.resize(images, (self.size, self.size), antialias=True))
-
-    def downscale_tf(self, images):
-        """The same as a TensorFlow graph, for a ``tf.data`` pipeline (TensorFlow backend only)."""
-        import tensorflow as tf
-
-        def small():
-            return tf.image.resize(images, (self.size, self.size), method="bilinear", antialias=True)
-
-        return tf.cond(self._tf_flag, small, lambda: images)
-
-
-def one_hot(labels) -> np.ndarray:
-    """Integer labels, of shape ``(N,)`` or ``(N, 1)`` as CIFAR-10 stores them, as float32
-    one-hot rows ``(N, 10)``: the targets label smoothing needs (it smooths one-hot targets)."""
-    return keras.utils.to_categorical(np.asarray(labels).reshape(-1), cdata.NUM_CLASSES).astype("float32")
-
-
-class _AugmentedBatches(keras.utils.PyDataset):
-    """Backend-neutral batches: optionally shuffled each epoch, optionally augmented with Keras layers.
-
-    The augmentation layers run on ``chunk_size`` images at a time (a few thousand), not on
-    each batch: called eagerly, as here, every call pays a fixed cost per operation (on a
-    GPU: launching a dozen small kernels, waiting for them, copying the result back), and
-    a few large calls per epoch pay it far less often than one call per batch. Every image
-    still gets its own random flip and shift.
-
-    With ``workers > 1`` Keras prepares batches in that many threads while the model
-    trains on earlier ones. The augmentation layers draw their random transforms from one
-    seed generator, so only one thread at a time augments a chunk (the lock).
-    """
-
-    def __init__(
-        self,
-        x,
-        y,
-        batch_size,
-        augmenter,
-        shuffle,
-        seed,
-        workers: int = 1,
-        chunk_size: int = 4096,
-        low_res=None,
-        flips=None,
-    ):
-        super().__init__(workers=workers, use_multiprocessing=False)
-        self.x, self.y, self.batch_size, self.low_res, self.flips = x, one_hot(y), batch_size, low_res, flips
-        self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
-        # Whole batches per chunk, so that no batch straddles two chunks.
-        self.chunk_batches = max(1, chunk_size // batch_size)
-        self.order = self._new_order()
-        self._augment_lock = threading.Lock()
-        self._chunks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _new_order(self):
-        return self.rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
-
-    def __len__(self):
-        return int(np.ceil(len(self.x) / self.batch_size))
-
-    def _augmented_chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """Images and labels of chunk ``c`` of this epoch's order, the images augmented."""
-        with self._augment_lock:
-            if c not in self._chunks:
-                size = self.chunk_batches * self.batch_size
-                idx = self.order[c * size : (c + 1) * size]
-                images = self.x[idx].astype("float32")
-                if self.flips is not None:
-                    images = self.flips.flip(images, idx)
-                if self.augmenter is not None:
-                    images = keras.ops.convert_to_numpy(self.augmenter(images, training=True))
-                if self.low_res is not None:
-                    images = self.low_res.downscale(images)
-                # The labels are taken with the images, so a new epoch's order cannot mismatch them.
-                self._chunks[c] = (images, self.y[idx])
-                for old in [k for k in self._chunks if k < c - 1]:  # keep memory to two chunks
-                    del self._chunks[old]
-            return self._chunks[c]
-
-    def __getitem__(self, i):
-        if self.augmenter is None and self.flips is None:
-            idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-            images = self.x[idx].astype("float32")
-            return (self.low_res.downscale(images) if self.low_res is not None else images), self.y[idx]
-        c, k = divmod(i, self.chunk_batches)
-        images, labels = self._augmented_chunk(c)
-        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        return images[batch], labels[batch]
-
-    def on_epoch_end(self):
-        self.order = self._new_order()
-        with self._augment_lock:
-            self._chunks.clear()
-
-
-def build_before_fit(model: keras.Model, dataset) -> None:
-    """Build a compiled model's loss and metrics by evaluating it on ``dataset`` once.
-
-    Call it before ``fit`` on a ``PyDataset`` with several workers. Otherwise ``fit``
-    takes one batch from the training data to build them, and (Keras 3.15, measured
-    under JAX and PyTorch) the batches queued behind that one are then served as the
-    start of epoch 1, so every epoch starts 11 batches early and straddles two shuffles
-    of the data. Evaluating on the validation set first costs one validation pass and
-    compiles the evaluation step that validation needs anyway.
-    """
-    model.evaluate(dataset, verbose=0)
-
-
-def make_dataset(
-    x,
-    y,
-    batch_size: int,
-    augmenter=None,
-    shuffle: bool = False,
-    seed: int = 0,
-    workers: int = 1,
-    low_res=None,
-    flips=None,
-):
-    """Batches of ``(float32 images 0-255, one-hot labels)`` for ``fit``/``evaluate``.
-
-    ``low_res``: a ``LowResolutionStart`` callback that downscales the (augmented) batches
-    while it is active; ``flips``: an ``AlternatingFlip`` callback that flips the images
-    before ``augmenter`` (which should then not flip them again). Pass the same callbacks
-    to ``fit``.
-
-    Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
-    its threads, overlapping the training step) with tf.data's autotuning switched off,
-    see ``data.without_autotune``; under JAX or PyTorch it is a
-    ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads. One is enough:
-    the augmentation runs in large chunks and is serialised anyway (four were no faster on
-    an H100); with more, see ``build_before_fit``.
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        # Each image travels with its index in x, which AlternatingFlip looks its coin toss up by.
-        ds = tf.data.Dataset.from_tensor_slices((x, one_hot(y), tf.range(len(x))))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-
-        def as_float(images, labels, indices):
-            images = tf.cast(images, "float32")
-            return (flips.flip_tf(images, indices) if flips is not None else images), labels
-
-        ds = ds.batch(batch_size).map(as_float)
-        if augmenter is not None:
-            ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
-        if low_res is not None:
-            ds = ds.map(lambda a, b: (low_res.downscale_tf(a), b), num_parallel_calls=tf.data.AUTOTUNE)
-        return cdata.without_autotune(ds.prefetch(tf.data.AUTOTUNE))
-    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res, flips=flips)
-
-
 def lr_schedule(recipe: Recipe, steps_per_epoch: int):
     """Linear warm-up to ``peak_lr`` then cosine decay to ``final_lr_fraction * peak_lr``."""
     total = max(1, recipe.epoch_count * steps_per_epoch)
@@ -617,167 +226,6 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
     return model
 
 
-class Throughput(keras.callbacks.Callback):
-    """Records wall time and training images/s of each epoch into the logs.
-
-    It counts the images of the steps actually trained (``batch_size`` per step, fewer in
-    the last), so an epoch that a ``TimeBudget`` ends part-way reports its own images/s,
-    not a share of a full epoch's images spread over its shorter time.
-    """
-
-    def __init__(self, images_per_epoch: int, batch_size: int):
-        super().__init__()
-        self.images_per_epoch, self.batch_size = images_per_epoch, batch_size
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_end, self._steps = time.perf_counter(), None, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-
-    def on_test_begin(self, logs=None):
-        # Validation runs inside the epoch; stop the training clock when it starts.
-        self._train_end = self._train_end or time.perf_counter()
-
-    def seconds_this_epoch(self) -> float:
-        """Seconds of training in the current epoch so far (its validation pass excluded)."""
-        return (self._train_end or time.perf_counter()) - self._start
-
-    def images_this_epoch(self) -> int:
-        """Training images of the current epoch so far."""
-        return min(self._steps * self.batch_size, self.images_per_epoch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = self.seconds_this_epoch()
-        if logs is not None:
-            logs["epoch_seconds"] = seconds
-            logs["images_per_second"] = self.images_this_epoch() / seconds
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Trains for a number of *seconds of training* rather than a number of epochs.
-
-    On a machine whose speed drifts (this 2-core one runs the same epoch in 80-150 s),
-    a fixed epoch count cannot promise a training time. This callback sets the learning
-    rate before every step from the fraction of the budget spent (``lr_by_fraction``:
-    the recipe's warm-up and cosine decay stretched over the budget, so the rate has
-    decayed when time is up) and stops training after the step that spends it. Keras
-    then validates and checkpoints that last, shorter epoch as usual.
-
-    The clock is ``clock``, the run's ``Throughput`` (placed before this callback), so the
-    budget and the logged epoch times agree: validation and test passes are not counted.
-    ``train_seconds`` continues the clock of a resumed run. ``lr_at`` is ``None`` for a
-    constant rate (Adam): the budget then only stops training.
-    """
-
-    def __init__(self, seconds: float, clock: Throughput, lr_at=None, train_seconds: float = 0.0):
-        super().__init__()
-        self.seconds, self.clock, self.lr_at, self.spent = seconds, clock, lr_at, train_seconds
-
-    def _elapsed(self) -> float:
-        return self.spent + self.clock.seconds_this_epoch()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.lr_at is not None:
-            self.model.optimizer.learning_rate = self.lr_at(self._elapsed() / self.seconds)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._elapsed() >= self.seconds:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.spent += self.clock.seconds_this_epoch()
-
-
-class TestAccuracyAt(keras.callbacks.Callback):
-    """Evaluates the *test* set at the end of given epochs, logging training time so far.
-
-    Only for measuring time-to-accuracy in benchmarks; model selection uses validation data.
-    It also evaluates the run's last epoch, whether ``fit``'s epoch count or an early stop
-    (a ``TimeBudget`` spent) ends it, so that every run ends with a test point.
-    Each point holds the plain test accuracy and, reported beside it, the flip-TTA accuracy
-    (mean prediction over each image and its mirror image, ``evaluation.evaluate_model``).
-    The clock sums the ``epoch_seconds`` that ``Throughput`` (placed earlier in the callback
-    list) logs, so validation and these test passes are not counted as training time.
-    """
-
-    def __init__(self, x_test, y_test, epochs, log_path=None, points=(), train_seconds: float = 0.0):
-        super().__init__()
-        self.x_test, self.y_test = x_test, y_test
-        self.epochs, self.log_path = set(epochs), log_path
-        # A resumed run continues the points and the clock of the interrupted one.
-        self.points = list(points)
-        self._train_seconds = train_seconds
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._train_seconds += (logs or {}).get("epoch_seconds", 0.0)
-        # stop_training exists once fit has started; a model evaluated outside fit has none
-        stopped = getattr(self.model, "stop_training", False) and np.isfinite((logs or {}).get("loss", 0.0))
-        last = epoch + 1 == (self.params or {}).get("epochs")
-        if epoch + 1 in self.epochs or stopped or last:
-            result = evaluation.evaluate_model(self.model, self.x_test, self.y_test, tta=True)
-            acc, acc_tta = result["accuracy"], result["accuracy_tta"]
-            self.points.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_seconds": self._train_seconds,
-                    "test_accuracy": acc,
-                    "test_accuracy_tta": acc_tta,
-                }
-            )
-            print(
-                f"\n[test] epoch {epoch + 1}: accuracy {acc:.4f} (flip-TTA {acc_tta:.4f}) "
-                f"after {self._train_seconds:.0f} s of training"
-            )
-            if self.log_path:
-                Path(self.log_path).write_text(json.dumps(self.points, indent=1))
-
-
-class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
-    """Keras' ``SwapEMAWeights`` whose last step leaves the weights and their average apart.
-
-    At the end of the last epoch Keras copies the weights (by then the average) into the
-    optimizer's average with ``assign``. Under JAX (Keras 3.15) that makes both share one
-    array, and an evaluation in a later callback of the same epoch (a test point) gives
-    that array to its compiled step, which deletes it: the average is lost and ``fit``
-    ends by assigning a deleted array to every weight. Copying it through numpy keeps a
-    buffer of its own. (A test point at the last epoch under JAX crashed without this.)
-
-    ``fit`` then ends by assigning the average to the weights (``finalize_variable_values``,
-    before ``on_train_end`` on every backend), which shares one buffer again: the next
-    evaluate or predict would delete it, and ``model.save`` would fail on the optimizer's
-    copy ("Array has been deleted"). ``on_train_end`` gives the weights their own copy.
-    """
-
-    def _backend_finalize_ema_values(self, optimizer):
-        for var, average_var in zip(
-            optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
-        ):
-            average_var.assign(keras.ops.convert_to_numpy(var))
-
-    def on_train_end(self, logs=None):
-        for variable in self.model.trainable_variables:
-            variable.assign(keras.ops.copy(variable))
-
-
-class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint`` that never overwrites the last good file with a diverged (NaN) model.
-
-    ``TerminateOnNaN`` stops an epoch early, but Keras still ends that epoch with
-    ``on_epoch_end``; a plain checkpoint would then save the broken weights. The epoch's
-    loss alone is not enough: it averages losses computed *before* each update, so the
-    epoch's last updates can overflow the weights while the logged loss is still finite
-    (seen on a 2-core Intel Xeon at a learning rate of 1e12). The weights are checked too.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and not np.isfinite(logs.get("loss", 0.0)):
-            return
-        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
-            return
-        super().on_epoch_end(epoch, logs)
-
-
 def check_writable(out_dir: Path, needed_bytes: int = 50_000_000) -> None:
     """Fail before training if ``out_dir`` cannot hold checkpoints (not writable, or disk full)."""
     probe = out_dir / ".write_probe"
@@ -792,18 +240,6 @@ def check_writable(out_dir: Path, needed_bytes: int = 50_000_000) -> None:
         raise OSError(
             f"only {free / 1e6:.0f} MB free under {out_dir}; training needs about "
             f"{needed_bytes / 1e6:.0f} MB for checkpoints. Free some space or choose another --out folder."
-        )
-
-
-def _check_even_split(replicas: int, batch_size: int, n_train: int, n_val: int, val_batch: int = 1000) -> None:
-    """Under JAX's DataParallel every batch must split evenly across the devices; fail early if not."""
-    sizes = {"batch_size": batch_size, "last training batch": n_train % batch_size or batch_size}
-    sizes["last validation batch"] = n_val % val_batch or min(n_val, val_batch)
-    uneven = {name: size for name, size in sizes.items() if size % replicas}
-    if uneven:
-        raise ValueError(
-            f"data-parallel training on {replicas} devices needs every batch divisible by {replicas}; "
-            f"these are not: {uneven}. Choose a batch size, --train-subset and --val-size that are."
         )
 
 
@@ -1013,7 +449,7 @@ def train(
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
     with distribution_scope(distribution) as replicas:
         if replicas > 1 and keras.backend.backend() == "jax":
-            _check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
+            check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
         model = compile_model(cmodels.build(recipe.model, fused_batchnorm=recipe.batchnorm_is_fused), recipe, steps)
         # A whitening stem (models.sepnet_fast_w) is set from clean training images, never trained.
         whitening.adapt_whitening(model, batchnorm.clean_sample(x_train, WHITENING_IMAGES, recipe.seed))

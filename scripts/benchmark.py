@@ -26,7 +26,7 @@ import tempfile
 import keras
 import numpy as np
 
-from cifarsep_lib import models, speed, training
+from cifarsep_lib import devices, models, speed, training
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def main() -> None:
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": speed.describe_machine(),
-        "device": training.describe_device(),
+        "device": devices.describe_device(),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "models": {},

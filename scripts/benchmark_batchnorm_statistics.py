@@ -40,7 +40,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifarsep_lib import batchnorm, evaluation, models, training
+from cifarsep_lib import batchnorm, evaluation, input_pipeline, models
 from cifarsep_lib import data as cdata
 
 
@@ -71,7 +71,7 @@ def finished_models(files, counts, clean, val, test) -> list[dict]:
 
 
 def snapshots(folder: Path, name: str, n: int, clean, val, test, seed: int) -> list[dict]:
-    augment = training.augmentation(seed=seed)
+    augment = input_pipeline.augmentation(seed=seed)
     augmented = keras.ops.convert_to_numpy(augment(clean[:n].astype("float32"), training=True))
     files = sorted(folder.glob("epoch_*.weights.h5"), key=lambda f: int(re.findall(r"\d+", f.name)[0]))
     print(f"validation accuracy of each epoch's weights ({n:,} images), and test accuracy, reported only")

@@ -4,7 +4,7 @@ Usage:
     KERAS_BACKEND=jax python scripts/benchmark_callbacks.py [--model sepnet] [--steps 44] [--rounds 2]
 
 One compiled model (the series' recipe with a settable learning rate, as a time-budgeted
-run compiles it) trains on random images fed through ``training.make_dataset`` with the
+run compiles it) trains on random images fed through ``input_pipeline.make_dataset`` with the
 series' augmentation, one epoch per measurement, with a different list of callbacks each
 time; the first epoch (compilation) is not timed. Under JAX, a callback that reads
 ``self.model`` during an epoch makes Keras write the whole training state back into the
@@ -28,7 +28,7 @@ import time
 
 import keras
 
-from cifarsep_lib import models, speed, training
+from cifarsep_lib import callbacks, devices, input_pipeline, models, speed, training
 
 
 def keras_schedule_rate(recipe: training.Recipe):
@@ -57,12 +57,12 @@ def callback_lists(recipe: training.Recipe, images: int) -> dict:
     """Named lists of callbacks, fresh ones per call (callbacks keep per-run state)."""
 
     def budget(lr_at):
-        clock = training.Throughput(images, recipe.batch_size)
-        return [clock, training.TimeBudget(3600.0, clock, lr_at)]
+        clock = callbacks.Throughput(images, recipe.batch_size)
+        return [clock, callbacks.TimeBudget(3600.0, clock, lr_at)]
 
     return {
         "none": [],
-        "Throughput": [training.Throughput(images, recipe.batch_size)],
+        "Throughput": [callbacks.Throughput(images, recipe.batch_size)],
         "TerminateOnNaN": [keras.callbacks.TerminateOnNaN()],
         "reads self.model per step": [TouchModel()],
         "TimeBudget, stop check only": budget(None),
@@ -81,8 +81,10 @@ def main() -> None:
     recipe = training.Recipe(minutes=60.0)  # a float learning rate, as under a time budget
     n = args.steps * recipe.batch_size
     x, y = speed.random_images(n)
-    augmented = training.make_dataset(x, y, recipe.batch_size, training.augmentation(recipe.translate, 0), shuffle=True)
-    plain = training.make_dataset(x, y, recipe.batch_size, shuffle=True)
+    augmented = input_pipeline.make_dataset(
+        x, y, recipe.batch_size, input_pipeline.augmentation(recipe.translate, 0), shuffle=True
+    )
+    plain = input_pipeline.make_dataset(x, y, recipe.batch_size, shuffle=True)
     model = training.compile_model(models.build(args.model), recipe, args.steps)
     model.fit(augmented, epochs=1, verbose=0)  # compiles the training step
 
@@ -94,9 +96,9 @@ def main() -> None:
         print(f"rate from {name:34s} {ms:8.3f} ms per call", flush=True)
     results: dict[str, list[float]] = {}
     for _ in range(args.rounds):
-        for name, callbacks in [*callback_lists(recipe, n).items(), ("none, no augmentation", None)]:
+        for name, chosen in [*callback_lists(recipe, n).items(), ("none, no augmentation", None)]:
             start = time.perf_counter()
-            model.fit(plain if callbacks is None else augmented, epochs=1, verbose=0, callbacks=callbacks or [])
+            model.fit(plain if chosen is None else augmented, epochs=1, verbose=0, callbacks=chosen or [])
             ms = 1000 * (time.perf_counter() - start) / args.steps
             results.setdefault(name, []).append(ms)
             print(f"{name:40s} {ms:8.1f} ms/step", flush=True)
@@ -104,7 +106,7 @@ def main() -> None:
         json.dumps(
             {
                 "backend": keras.backend.backend(),
-                "device": training.describe_device(),
+                "device": devices.describe_device(),
                 "machine": platform.machine(),
                 "model": args.model,
                 "batch_size": recipe.batch_size,

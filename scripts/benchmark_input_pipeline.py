@@ -5,7 +5,7 @@ Usage:
 
 One compiled model is trained on the same random images (``--steps`` batches of 256), as a
 ``tf.data`` dataset with autotuning on (tf.data's default) and the same dataset through
-``data.without_autotune`` (what ``training.make_dataset`` returns), taking turns, one
+``data.without_autotune`` (what ``input_pipeline.make_dataset`` returns), taking turns, one
 ``fit`` call each per round. For every call it prints images/s, the seconds from the start
 of training to the last step's end ("steps"), the seconds ``fit`` took to return after
 training ended ("after"), and the process's CPU time over wall time (2.0 = both cores
@@ -13,7 +13,7 @@ busy). Then inference the same way: ``predict`` on an array of 10,000 random ima
 (Keras builds its own pipeline, autotuning on) and ``evaluation.predict_array`` (the
 same through a pipeline without autotuning), taking turns. Last, for the input pipeline
 alone, images/s of the augmented training pipeline (45,000 images) with autotuning on and
-off, and with alternating flips (``training.AlternatingFlip``) instead of random ones
+off, and with alternating flips (``input_pipeline.AlternatingFlip``) instead of random ones
 (``--pipeline-only``: this part only). TensorFlow backend only.
 """
 
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifarsep_lib import data, evaluation, models, speed, training
+from cifarsep_lib import data, evaluation, input_pipeline, models, speed, training
 
 
 class StepClock(keras.callbacks.Callback):
@@ -82,7 +82,7 @@ def time_fit_and_predict(args) -> None:
     model = models.build(args.model)
     training.compile_model(model, training.Recipe(model=args.model), steps_per_epoch=100)
     x, labels = speed.random_images(256 * args.steps)
-    y = training.one_hot(labels)
+    y = input_pipeline.one_hot(labels)
     autotuned = tf.data.Dataset.from_tensor_slices((x, y)).batch(256).prefetch(tf.data.AUTOTUNE)
     variants = {"autotune on": autotuned, "autotune off": data.without_autotune(autotuned)}
     model.fit(autotuned.take(2), verbose=0)  # trace and compile
@@ -128,14 +128,14 @@ def time_pipeline_alone() -> None:
     """Images/s of the augmented training pipeline alone: autotuning off and on, and with alternating flips."""
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (45_000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 45_000)
-    pipeline = training.make_dataset(images, labels, 256, training.augmentation(seed=0), shuffle=True)
-    alternating = training.make_dataset(
+    pipeline = input_pipeline.make_dataset(images, labels, 256, input_pipeline.augmentation(seed=0), shuffle=True)
+    alternating = input_pipeline.make_dataset(
         images,
         labels,
         256,
-        training.augmentation(seed=0, flip=False),
+        input_pipeline.augmentation(seed=0, flip=False),
         shuffle=True,
-        flips=training.AlternatingFlip(len(images), seed=0),
+        flips=input_pipeline.AlternatingFlip(len(images), seed=0),
     )
     print("Augmented training pipeline alone (45,000 images, batches of 256, flip + translate):")
     for name, dataset in (

@@ -20,7 +20,7 @@ import time
 import keras
 import numpy as np
 
-from cifarsep_lib import models, training
+from cifarsep_lib import devices, input_pipeline, models, training
 
 
 def seconds_per_pass(model, data, **fit_kwargs) -> float:
@@ -44,17 +44,17 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n_images, 32, 32, 3)).astype("uint8")
     y = rng.integers(0, 10, n_images)
-    augmenter = training.augmentation(0.125, seed=0)
+    augmenter = input_pipeline.augmentation(0.125, seed=0)
 
     def batches(augment=None, workers=1, chunk_size=4096):
-        return training._AugmentedBatches(x, y, 256, augment, True, 0, workers, chunk_size)
+        return input_pipeline._AugmentedBatches(x, y, 256, augment, True, 0, workers, chunk_size)
 
-    print(f"backend {keras.backend.backend()}, device {training.describe_device()}, {n_images} images per pass")
+    print(f"backend {keras.backend.backend()}, device {devices.describe_device()}, {n_images} images per pass")
     for name in args.models:
         model = training.compile_model(models.build(name), training.Recipe(model=name), 100)
         print(name, flush=True)
         cases = [
-            ("arrays (model only)", (x.astype("float32"), training.one_hot(y)), {}),
+            ("arrays (model only)", (x.astype("float32"), input_pipeline.one_hot(y)), {}),
             ("PyDataset, no augmentation, 1 worker", batches(), {}),
             ("  + TerminateOnNaN", batches(), {"callbacks": [keras.callbacks.TerminateOnNaN()]}),
             ("augmented in chunks of 4096, 1 worker", batches(augmenter), {}),

@@ -67,3 +67,15 @@ def batch_norm_kinds(model) -> set[str]:
         for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)
     }
+
+
+class FakeClock:
+    """A stand-in for ``time.perf_counter``: reads ``now``, which advances by ``tick`` per reading
+    (0: only when a test sets it; 1: time spent is a count of readings)."""
+
+    def __init__(self, tick: float = 0.0):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now

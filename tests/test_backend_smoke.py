@@ -9,14 +9,14 @@ import keras
 import numpy as np
 import pytest
 
-from cifarsep_lib import data, evaluation, training
+from cifarsep_lib import data, evaluation, input_pipeline, training
 
 
 @pytest.mark.parametrize("ema_momentum", [None, 0.9])  # weight averaging swaps weights per backend
 def test_train_evaluate_save_reload_on_real_data(tmp_path, data_dir, ema_momentum):
     recipe = training.Recipe(epochs=1, batch_size=64, train_subset=512, val_size=500, seed=0, ema_momentum=ema_momentum)
     # A test point at the last epoch evaluates between Keras' final EMA swap and the end of
-    # fit; under JAX that once deleted the averaged weights (training.SwapEMAWeights).
+    # fit; under JAX that once deleted the averaged weights (callbacks.SwapEMAWeights).
     model, hist = training.train(
         recipe, out_dir=tmp_path / "run", data_dir=str(data_dir), verbose=0, test_at_epochs=(1,) if ema_momentum else ()
     )
@@ -159,17 +159,17 @@ class _RecordsItsBatches(keras.Model):
 @pytest.mark.parametrize("workers", [1, 4])
 def test_every_epoch_is_one_pass_over_one_shuffle(workers):
     """Every epoch of ``fit`` trains on each image exactly once, in a new order each epoch,
-    under every backend. With several workers that needs ``training.build_before_fit``:
+    under every backend. With several workers that needs ``input_pipeline.build_before_fit``:
     without it, Keras 3.15's enqueuer under JAX and PyTorch starts every epoch 11 batches early, so that
     an epoch straddles two shuffles (this test then fails; README, "Epoch boundaries")."""
     n, batch = 80, 4  # 20 batches: more than Keras' queue of 10, so a shift would show
     x = np.arange(n, dtype="float32").reshape(n, 1).repeat(2, 1)
-    ds = training._AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=workers)
+    ds = input_pipeline._AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=workers)
     inputs = keras.Input((2,))
     model = _RecordsItsBatches(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
     model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
     if workers > 1:
-        training.build_before_fit(model, training._AugmentedBatches(x[:8], np.arange(8), 8, None, False, 0))
+        input_pipeline.build_before_fit(model, input_pipeline._AugmentedBatches(x[:8], np.arange(8), 8, None, False, 0))
     model.seen = []
     model.fit(ds, epochs=3, verbose=0, shuffle=False)
     epochs = [sum(model.seen[e * 20 : (e + 1) * 20], []) for e in range(3)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarsep_lib import training
+from cifarsep_lib import devices, training
 
 ROOT = Path(__file__).resolve().parents[1]
 # The shallower SepNet: in 2 epochs of 4 warm-up steps its loss falls reliably, which the
@@ -185,8 +185,8 @@ def test_cli_accepts_distribution_flag(monkeypatch):
 
 
 def test_uneven_batches_are_reported_before_jax_data_parallel_training():
-    training._check_even_split(2, batch_size=64, n_train=256, n_val=100)  # every batch splits: no error
+    devices.check_even_split(2, batch_size=64, n_train=256, n_val=100)  # every batch splits: no error
     with pytest.raises(ValueError, match="last training batch"):
-        training._check_even_split(2, batch_size=64, n_train=255, n_val=100)
+        devices.check_even_split(2, batch_size=64, n_train=255, n_val=100)
     with pytest.raises(ValueError, match="batch_size"):
-        training._check_even_split(4, batch_size=66, n_train=264, n_val=100)
+        devices.check_even_split(4, batch_size=66, n_train=264, n_val=100)

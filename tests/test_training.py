@@ -12,10 +12,9 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import batch_norm_kinds
+from conftest import FakeClock, batch_norm_kinds
 
-from cifarsep_lib import training
-from cifarsep_lib.data import TRAIN_MEAN
+from cifarsep_lib import callbacks, devices, input_pipeline, training
 
 pytestmark = pytest.mark.slow
 
@@ -199,88 +198,6 @@ def test_cli_accepts_every_model_of_the_series_and_rejects_others(monkeypatch, c
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_one_hot_accepts_cifar_shaped_labels_and_gives_float_rows():
-    labels = np.array([[3], [0], [9], [3]], dtype="uint8")  # (N, 1), as the loader returns them
-    rows = training.one_hot(labels)
-    assert rows.shape == (4, 10) and rows.dtype == np.float32
-    np.testing.assert_array_equal(rows.argmax(axis=1), [3, 0, 9, 3])
-    np.testing.assert_array_equal(rows.sum(axis=1), 1.0)
-    np.testing.assert_array_equal(training.one_hot(labels.reshape(-1)), rows)
-
-
-def test_chunked_augmentation_keeps_every_label_with_its_image():
-    """Augmentation runs on chunks of several batches; labels must follow their images
-    through shuffling, chunking and the last, partial batch, epoch after epoch."""
-    labels = np.arange(100) % 10
-    # Constant images stay constant under flips and reflected shifts: the pixel value names the label.
-    x = np.broadcast_to((labels * 20).reshape(-1, 1, 1, 1), (100, 32, 32, 3)).astype("uint8")
-    calls = []
-
-    def augmenter(batch, training):
-        calls.append(len(batch))
-        return training_module_augment(batch, training=training)
-
-    training_module_augment = training.augmentation(0.125, seed=1, rotate=10)
-    ds = training._AugmentedBatches(x, labels, 16, augmenter, shuffle=True, seed=0, chunk_size=48)
-    for _ in range(2):
-        seen = []
-        for i in range(len(ds)):
-            images, onehot = ds[i]
-            np.testing.assert_allclose(images[:, 0, 0, 0], onehot.argmax(1) * 20, atol=1e-3)
-            seen += onehot.argmax(1).tolist()
-        assert sorted(seen) == sorted(labels.tolist())
-        ds.on_epoch_end()
-    assert calls == [48, 48, 4] * 2  # three chunks per epoch of 7 batches (16 x 6 + 4 images)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data pipelines are TensorFlow's")
-def test_tf_data_pipelines_run_without_autotuning():
-    """With tf.data's autotuning on, fit sometimes idled for seconds after a pass
-    (``data.without_autotune``): the training and validation pipelines switch it off,
-    and still yield every image once per pass, with its label."""
-    labels = np.arange(20) % 10
-    x = np.broadcast_to((labels * 20).reshape(-1, 1, 1, 1), (20, 32, 32, 3)).astype("uint8")
-    train = training.make_dataset(x, labels, 8, training.augmentation(seed=0), shuffle=True)
-    for ds in (train, training.make_dataset(x, labels, 8)):
-        assert ds.options().autotune.enabled is False
-        batches = [(images.numpy(), onehot.numpy().argmax(1)) for images, onehot in ds]
-        for images, batch_labels in batches:
-            np.testing.assert_allclose(images[:, 0, 0, 0], batch_labels * 20, atol=1e-3)
-        assert sorted(np.concatenate([b for _, b in batches]).tolist()) == sorted(labels.tolist())
-
-
-def _layer_names(augmentation):
-    return [type(layer).__name__ for layer in augmentation.layers]
-
-
-def test_augmentation_adds_each_transform_only_when_asked():
-    assert _layer_names(training.augmentation()) == ["RandomFlip", "RandomTranslation"]
-    assert _layer_names(training.augmentation(translate=0)) == ["RandomFlip"]
-    assert _layer_names(training.augmentation(rotate=15)) == ["RandomFlip", "RandomRotation", "RandomTranslation"]
-    assert training.augmentation(rotate=15).layers[1].factor == (-15 / 360, 15 / 360)
-    assert _layer_names(training.augmentation(erasing=0.5)) == ["RandomFlip", "RandomTranslation", "RandomErasing"]
-
-
-def test_augmentation_can_leave_the_flips_to_alternating_flip():
-    assert _layer_names(training.augmentation(flip=False)) == ["RandomTranslation"]
-    assert training.augmentation(translate=0, flip=False) is None  # nothing left to do
-
-
-def test_alternating_flip_flips_each_image_every_other_epoch():
-    flips = training.AlternatingFlip(1000, seed=0)
-    first = flips.flipped(np.arange(1000))
-    assert 400 < first.sum() < 600  # a fair coin per image
-    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
-    for epoch in (1, 2, 3, 1):  # the last: a run resumed in its second epoch
-        flips.on_epoch_begin(epoch)
-        np.testing.assert_array_equal(flips.flipped(np.arange(1000)), first != (epoch % 2 == 1))
-        out = flips.flip(images, np.arange(6))
-        for k, flipped in enumerate(flips.flipped(np.arange(6))):
-            np.testing.assert_array_equal(out[k], images[k, :, ::-1] if flipped else images[k])
-    if keras.backend.backend() == "tensorflow":  # the tf.data version does the same
-        np.testing.assert_array_equal(flips.flip_tf(images, np.arange(6)).numpy(), out)
-
-
 def test_cli_augmentation_flags(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
@@ -290,33 +207,6 @@ def test_cli_augmentation_flags(monkeypatch):
     assert cli.main(["train", "--whole-pixel-shifts"]) == 0 and seen["recipe"].whole_pixel_shifts is True
     assert seen["recipe"].alternating_flips is False
     assert cli.main(["train", "--alternating-flips"]) == 0 and seen["recipe"].alternating_flips is True
-
-
-def test_whole_pixel_shifts_move_pixels_without_blending_them():
-    """Bilinear fractional shifts make new pixel values (a blur); whole-pixel shifts only move existing ones."""
-    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("float32")
-    for whole, blends in ((True, False), (False, True)):
-        aug = training.augmentation(0.0625, seed=3, whole_pixel_shifts=whole)
-        out = keras.ops.convert_to_numpy(aug(images, training=True))
-        new_values = [not np.isin(out[i], images[i]).all() for i in range(len(images))]
-        assert any(new_values) == blends
-        assert not np.array_equal(out, images)  # something moved
-
-
-def test_erasing_fills_one_rectangle_per_image_with_the_mean_grey():
-    """With probability 1 every image gets one rectangle, each side 14-57 % of the image's,
-    of the mean CIFAR-10 grey; with 0.5 about half the images keep every pixel."""
-    black = np.zeros((200, 32, 32, 3), "float32")  # flips and reflected shifts keep it black
-    erased = keras.ops.convert_to_numpy(training.augmentation(seed=3, erasing=1.0)(black, training=True))
-    mean_grey = 255.0 * np.mean(TRAIN_MEAN)
-    for image in erased:
-        changed = np.any(image != 0, axis=-1)
-        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-        assert changed.sum() == len(rows) * len(cols)  # a filled rectangle
-        assert 0.14 * 32 - 1 <= len(rows) <= 0.58 * 32 + 1 and 0.14 * 32 - 1 <= len(cols) <= 0.58 * 32 + 1
-        np.testing.assert_allclose(image[changed], mean_grey, rtol=1e-5)
-    half = keras.ops.convert_to_numpy(training.augmentation(seed=3, erasing=0.5)(black, training=True))
-    assert 60 <= int(np.all(half == 0, axis=(1, 2, 3)).sum()) <= 140
 
 
 @pytest.mark.parametrize(
@@ -383,48 +273,6 @@ def test_averaged_weights_go_to_validation_and_checkpoints_after_the_backup(tmp_
     assert order.index("BackupAndRestore") < swap < order.index("SafeCheckpoint") < order.index("TestAccuracyAt")
 
 
-def test_test_points_hold_plain_and_flip_tta_accuracy(tmp_path):
-    """Each test point has the plain accuracy and the mirrored-image average beside it.
-
-    The model sees only the left half of the image, so a mirror image changes its answer.
-    The labels are its own answers on the plain images: plain accuracy is 100 % and the
-    mirrored average must lose some of them, whatever the random weights (random labels
-    made the two figures tie at 7 of 64 for some weights). Both must equal what
-    ``evaluate_model`` reports.
-    """
-    from cifarsep_lib import evaluation
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(64, 32, 32, 3)).astype("uint8")
-    inputs = keras.Input((32, 32, 3))
-    left_half = keras.layers.Cropping2D(((0, 0), (0, 16)))(inputs)
-    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(left_half))
-    model = keras.Model(inputs, outputs)
-    y = np.argmax(evaluation.predict_array(model, x), axis=1)
-    callback = training.TestAccuracyAt(x, y, epochs=(2,), log_path=tmp_path / "points.json", train_seconds=5.0)
-    callback.set_model(model)
-    callback.on_epoch_end(0, {"epoch_seconds": 3.0})
-    assert callback.points == []  # epoch 1 is not a test point, but its time counts
-    callback.on_epoch_end(1, {"epoch_seconds": 4.0})
-    expected = evaluation.evaluate_model(model, x, y, tta=True)
-    (point,) = json.loads((tmp_path / "points.json").read_text())
-    assert point["epoch"] == 2 and point["train_seconds"] == 12.0
-    assert point["test_accuracy"] == expected["accuracy"] == 1.0
-    assert point["test_accuracy_tta"] == expected["accuracy_tta"] < 1.0
-
-
-def test_the_last_epoch_of_a_run_gets_a_test_point_even_when_not_asked_for(tmp_path):
-    """A run that its epoch count ends (not a time budget) still ends with a test point."""
-    x = np.zeros((8, 32, 32, 3), "uint8")
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    callback = training.TestAccuracyAt(x, np.zeros(8, "int64"), epochs=(1,))
-    callback.set_model(model)
-    callback.set_params({"epochs": 3})
-    for epoch in range(3):
-        callback.on_epoch_end(epoch, {"epoch_seconds": 1.0})
-    assert [p["epoch"] for p in callback.points] == [1, 3]
-
-
 def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path, fake_cifar):
     """Last epoch's recorded validation loss is that of final.keras, which holds the average.
 
@@ -438,23 +286,8 @@ def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path
     (x_all, y_all), _ = cdata.load_cifar10(str(fake_cifar))
     _, (x_val, y_val) = cdata.train_val_split(x_all, y_all, TINY["val_size"], TINY["seed"])
     final = keras.saving.load_model(tmp_path / "ema" / "final.keras")
-    val_loss = final.evaluate(training.make_dataset(x_val, y_val, 1000), verbose=0, return_dict=True)["loss"]
+    val_loss = final.evaluate(input_pipeline.make_dataset(x_val, y_val, 1000), verbose=0, return_dict=True)["loss"]
     np.testing.assert_allclose(val_loss, hist["val_loss"][-1], rtol=1e-5)
-
-
-def test_low_resolution_start_switches_by_epoch_and_downscales():
-    low_res = training.LowResolutionStart(size=16, epochs=2)
-    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    active = []
-    for epoch in (0, 1, 2, 1):  # the last: a run resumed in its second epoch
-        low_res.on_epoch_begin(epoch)
-        active.append(low_res.active)
-    assert active == [True, True, False, True]
-    small = low_res.downscale(images)
-    assert small.shape == (4, 16, 16, 3)
-    assert small.mean() == pytest.approx(images.mean(), rel=0.01)  # pixel values keep their 0-255 scale
-    low_res.on_epoch_begin(2)
-    assert low_res.downscale(images) is images
 
 
 def test_cli_passes_workers_to_train(monkeypatch):
@@ -477,24 +310,6 @@ def test_diverging_run_stops_with_advice_and_never_checkpoints_nan_weights(tmp_p
         _train(out, fake_cifar, epochs=3, peak_lr=1e12, warmup_fraction=0.0)
     best = keras.saving.load_model(out / "best.keras")
     assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in best.weights)
-
-
-@pytest.mark.parametrize("loss, saved", [(0.5, True), (float("nan"), False), (float("inf"), False)])
-def test_safe_checkpoint_skips_epochs_whose_loss_is_not_finite(tmp_path, loss, saved):
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    checkpoint = training.SafeCheckpoint(str(tmp_path / "best.keras"))
-    checkpoint.set_model(model)
-    checkpoint.on_epoch_end(0, {"loss": loss})
-    assert (tmp_path / "best.keras").exists() == saved
-
-
-def test_safe_checkpoint_skips_non_finite_weights_even_when_the_loss_is_finite(tmp_path):
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.layers[0].kernel.assign(np.array([[np.inf], [0.0]], dtype="float32"))
-    checkpoint = training.SafeCheckpoint(str(tmp_path / "best.keras"))
-    checkpoint.set_model(model)
-    checkpoint.on_epoch_end(0, {"loss": 0.5})
-    assert not (tmp_path / "best.keras").exists()
 
 
 def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, fake_cifar):
@@ -580,8 +395,8 @@ def test_resumed_run_keeps_the_best_validation_accuracy_so_far(tmp_path):
     state = training.logged_so_far(out)
     assert (state.epochs, state.train_seconds, state.best_val_accuracy) == (3, 31.0, 0.6)
     assert state.test_points[0]["epoch"] == 2
-    callbacks = training._callbacks(out, 100, None, (), tensorboard=False)
-    checkpoint = next(c for c in callbacks if isinstance(c, training.SafeCheckpoint))
+    run_callbacks = training._callbacks(out, 100, None, (), tensorboard=False)
+    checkpoint = next(c for c in run_callbacks if isinstance(c, callbacks.SafeCheckpoint))
     assert checkpoint.best == 0.6  # a worse first resumed epoch will not replace best.keras
 
 
@@ -593,51 +408,12 @@ def test_a_resumed_run_without_validation_has_no_best_validation_accuracy(tmp_pa
     assert (state.epochs, state.train_seconds, state.best_val_accuracy) == (2, 21.5, None)
 
 
-def test_backend_neutral_batches_keep_order_unless_shuffled():
-    x = np.arange(10).reshape(10, 1, 1, 1).repeat(32, 1).repeat(32, 2).repeat(3, 3).astype("uint8")
-    y = np.arange(10) % 10
-    plain = training._AugmentedBatches(x, y, 4, None, shuffle=False, seed=0)
-    assert [int(plain[i][0][j, 0, 0, 0]) for i in range(3) for j in range(len(plain[i][0]))] == list(range(10))
-    shuffled = training._AugmentedBatches(x, y, 10, None, shuffle=True, seed=0)
-    assert sorted(shuffled[0][0][:, 0, 0, 0].tolist()) == list(range(10))
-    assert shuffled[0][0][:, 0, 0, 0].tolist() != list(range(10))
-
-
-def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
-    """workers > 1 prepares batches in threads; the augmentation layers' seed generator is
-    shared, so no two threads may run them at once (they would draw the same transforms)."""
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    active, most = [0], [0]
-    guard = threading.Lock()
-
-    def augmenter(batch, training):
-        with guard:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        time.sleep(0.02)
-        with guard:
-            active[0] -= 1
-        return batch + 1
-
-    x = np.zeros((64, 32, 32, 3), "uint8")
-    # chunk_size 8: every batch is its own chunk, so the augmenter is called 8 times.
-    ds = training._AugmentedBatches(x, np.arange(64) % 10, 8, augmenter, True, 0, workers=4, chunk_size=8)
-    assert ds.workers == 4 and not ds.use_multiprocessing  # threads: the data is shared, not copied
-    with ThreadPoolExecutor(4) as pool:
-        batches = list(pool.map(ds.__getitem__, range(len(ds))))
-    assert most[0] == 1
-    assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
-
-
 def test_several_workers_build_the_model_before_fit(tmp_path, fake_cifar, monkeypatch):
     """With workers > 1 on the PyDataset path, ``train()`` builds the model on the validation
     set before ``fit``, which keeps Keras' enqueuer from shifting the epochs."""
     built = []
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")  # take the PyDataset path
-    monkeypatch.setattr(training, "accelerators", lambda: [])
+    monkeypatch.setattr(devices, "accelerators", lambda: [])
     monkeypatch.setattr(training, "build_before_fit", lambda model, ds: built.append(len(ds)))
     recipe = training.Recipe(**{**TINY, "epochs": 1})
     for workers in (1, 2):
@@ -728,63 +504,6 @@ def test_lr_by_fraction_without_warm_up_starts_at_the_peak():
         assert by_fraction(step / 100) == pytest.approx(float(by_step(step)), rel=1e-5)
 
 
-class _FakeClock:
-    """A stand-in for ``time.perf_counter``: reads ``now``, which advances by ``tick`` per reading
-    (0: only when a test sets it; 1: time spent is a count of readings)."""
-
-    def __init__(self, tick: float = 0.0):
-        self.now, self.tick = 0.0, tick
-
-    def __call__(self):
-        self.now += self.tick
-        return self.now
-
-
-def test_time_budget_sets_the_rate_from_time_spent_and_stops_when_it_is_spent(monkeypatch):
-    clock = _FakeClock()
-    monkeypatch.setattr(training.time, "perf_counter", clock)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse")
-    # the clock the budget reads: 10 steps of 8,000 images per epoch
-    throughput = training.Throughput(images_per_epoch=80_000, batch_size=8_000)
-    budget = training.TimeBudget(100.0, throughput, lr_at=lambda fraction: 1.0 - fraction, train_seconds=20.0)
-    budget.set_model(model)
-    model.stop_training = False
-    throughput.on_epoch_begin(0)
-    budget.on_epoch_begin(0)
-    clock.now = 30.0  # 20 s from an earlier session + 30 s in this epoch: half the budget
-    budget.on_train_batch_begin(0)
-    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.5)
-    throughput.on_train_batch_end(0)
-    budget.on_train_batch_end(0)
-    assert not model.stop_training
-    clock.now = 80.0  # 100 s spent: the step that spends it is the last
-    budget.on_train_batch_begin(1)
-    throughput.on_train_batch_end(1)
-    budget.on_train_batch_end(1)
-    assert model.stop_training
-    throughput.on_test_begin()  # validation starts: neither clock counts it
-    clock.now = 95.0
-    logs = {}
-    throughput.on_epoch_end(0, logs)
-    budget.on_epoch_end(0, logs)
-    assert budget.spent == pytest.approx(100.0)
-    # 2 of the 10 steps trained: 16,000 images in 80 s
-    assert logs["epoch_seconds"] == pytest.approx(80.0) and logs["images_per_second"] == pytest.approx(200.0)
-
-
-def test_throughput_counts_a_short_last_batch():
-    logs = {}
-    throughput = training.Throughput(images_per_epoch=1_000, batch_size=256)  # 3 batches of 256 and one of 232
-    throughput.on_epoch_begin(0)
-    for step in range(3):
-        throughput.on_train_batch_end(step)
-    assert throughput.images_this_epoch() == 768
-    throughput.on_train_batch_end(3)
-    throughput.on_epoch_end(0, logs)
-    assert throughput.images_this_epoch() == 1_000 and logs["images_per_second"] > 0
-
-
 def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, monkeypatch):
     """``Recipe(minutes=...)``: training stops once the budget is spent, whatever ``epochs`` says.
 
@@ -792,7 +511,7 @@ def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, 
     budget does not depend on how fast (or how busy) the machine is: a real 15-s budget
     was once spent by the first epoch alone on a busy machine, and 50 epochs on a fast one.
     """
-    monkeypatch.setattr(training.time, "perf_counter", _FakeClock(tick=1.0))
+    monkeypatch.setattr(training.time, "perf_counter", FakeClock(tick=1.0))
     cap = 1_000
     recipe = training.Recipe(**{**TINY, "epochs": cap, "minutes": 0.25, "train_subset": 128})
     out = tmp_path / "run"
