@@ -19,6 +19,14 @@ import keras
 DISTRIBUTIONS = ("none", "mirrored", "tpu", "data_parallel")
 
 
+def distribution_kind(distribution: str | None) -> str:
+    """``distribution`` as one of ``DISTRIBUTIONS`` (``None`` is ``"none"``, case ignored); a ValueError if unknown."""
+    kind = (distribution or "none").lower()
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    return kind
+
+
 def _tf_strategy(kind: str):
     """The ``tf.distribute`` strategy for ``kind``: the TensorFlow-only part of ``distribution_scope``.
 
@@ -66,9 +74,7 @@ def distribution_scope(distribution: str | None):
     is entered). Under JAX, all three mean ``keras.distribution.DataParallel`` over the local
     devices (TPU devices only for ``"tpu"``), set globally and restored on exit.
     """
-    kind = (distribution or "none").lower()
-    if kind not in DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    kind = distribution_kind(distribution)
     backend = keras.backend.backend()
     if kind == "none":
         yield 1

@@ -35,7 +35,7 @@ from . import batchnorm, whitening
 from . import data as cdata
 from . import models as cmodels
 from .callbacks import SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
-from .devices import DISTRIBUTIONS, check_even_split, describe_device, distribution_scope
+from .devices import check_even_split, describe_device, distribution_kind, distribution_scope
 from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
 
@@ -409,9 +409,7 @@ def train(
     (``build_before_fit``), which keeps every epoch one pass over one shuffle.
     """
     recipe = recipe or Recipe()
-    distribution = (distribution or "none").lower()
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    distribution = distribution_kind(distribution)  # an unknown one fails before the data loads
     out = Path(out_dir)
     check_writable(out)
     keras.utils.set_random_seed(recipe.seed)
