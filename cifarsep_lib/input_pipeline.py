@@ -1,8 +1,8 @@
 """The input pipeline: augmentation layers, and batches of images with one-hot labels.
 
 ``make_dataset`` is what ``training.train`` feeds to ``fit`` and ``evaluate``: a ``tf.data``
-pipeline under TensorFlow, a ``keras.utils.PyDataset`` doing the same work under JAX or
-PyTorch. ``augmentation`` builds the random flips and shifts (Keras preprocessing layers).
+pipeline under TensorFlow, an ``AugmentedBatches`` (a ``keras.utils.PyDataset``) doing the
+same work under JAX or PyTorch. ``augmentation`` builds the random flips and shifts (Keras preprocessing layers).
 Two callbacks steer the pipeline epoch by epoch: ``AlternatingFlip`` (each image flipped every
 other epoch) and ``LowResolutionStart`` (progressive resizing); pass them both to
 ``make_dataset`` and to ``fit``.
@@ -171,7 +171,7 @@ def one_hot(labels) -> np.ndarray:
     return keras.utils.to_categorical(np.asarray(labels).reshape(-1), cdata.NUM_CLASSES).astype("float32")
 
 
-class _AugmentedBatches(keras.utils.PyDataset):
+class AugmentedBatches(keras.utils.PyDataset):
     """Backend-neutral batches: optionally shuffled each epoch, optionally augmented with Keras layers.
 
     The augmentation layers run on ``chunk_size`` images at a time (a few thousand), not on
@@ -281,8 +281,8 @@ def make_dataset(
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step) with tf.data's autotuning switched off,
-    see ``data.without_autotune``; under JAX or PyTorch it is a
-    ``keras.utils.PyDataset`` doing the same work, in ``workers`` threads. One is enough:
+    see ``data.without_autotune``; under JAX or PyTorch it is an
+    ``AugmentedBatches`` doing the same work, in ``workers`` threads. One is enough:
     the augmentation runs in large chunks and is serialised anyway (four were no faster on
     an H100); with more, see ``build_before_fit``.
     """
@@ -304,4 +304,4 @@ def make_dataset(
         if low_res is not None:
             ds = ds.map(lambda a, b: (low_res.downscale_tf(a), b), num_parallel_calls=tf.data.AUTOTUNE)
         return cdata.without_autotune(ds.prefetch(tf.data.AUTOTUNE))
-    return _AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res, flips=flips)
+    return AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res, flips=flips)

@@ -47,7 +47,7 @@ def main() -> None:
     augmenter = input_pipeline.augmentation(0.125, seed=0)
 
     def batches(augment=None, workers=1, chunk_size=4096):
-        return input_pipeline._AugmentedBatches(x, y, 256, augment, True, 0, workers, chunk_size)
+        return input_pipeline.AugmentedBatches(x, y, 256, augment, True, 0, workers, chunk_size)
 
     print(f"backend {keras.backend.backend()}, device {devices.describe_device()}, {n_images} images per pass")
     for name in args.models:

@@ -164,12 +164,12 @@ def test_every_epoch_is_one_pass_over_one_shuffle(workers):
     an epoch straddles two shuffles (this test then fails; README, "Epoch boundaries")."""
     n, batch = 80, 4  # 20 batches: more than Keras' queue of 10, so a shift would show
     x = np.arange(n, dtype="float32").reshape(n, 1).repeat(2, 1)
-    ds = input_pipeline._AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=workers)
+    ds = input_pipeline.AugmentedBatches(x, np.arange(n) % 10, batch, None, shuffle=True, seed=0, workers=workers)
     inputs = keras.Input((2,))
     model = _RecordsItsBatches(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
     model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
     if workers > 1:
-        input_pipeline.build_before_fit(model, input_pipeline._AugmentedBatches(x[:8], np.arange(8), 8, None, False, 0))
+        input_pipeline.build_before_fit(model, input_pipeline.AugmentedBatches(x[:8], np.arange(8), 8, None, False, 0))
     model.seen = []
     model.fit(ds, epochs=3, verbose=0, shuffle=False)
     epochs = [sum(model.seen[e * 20 : (e + 1) * 20], []) for e in range(3)]

@@ -33,7 +33,7 @@ def test_chunked_augmentation_keeps_every_label_with_its_image():
         return training_module_augment(batch, training=training)
 
     training_module_augment = input_pipeline.augmentation(0.125, seed=1, rotate=10)
-    ds = input_pipeline._AugmentedBatches(x, labels, 16, augmenter, shuffle=True, seed=0, chunk_size=48)
+    ds = input_pipeline.AugmentedBatches(x, labels, 16, augmenter, shuffle=True, seed=0, chunk_size=48)
     for _ in range(2):
         seen = []
         for i in range(len(ds)):
@@ -142,9 +142,9 @@ def test_low_resolution_start_switches_by_epoch_and_downscales():
 def test_backend_neutral_batches_keep_order_unless_shuffled():
     x = np.arange(10).reshape(10, 1, 1, 1).repeat(32, 1).repeat(32, 2).repeat(3, 3).astype("uint8")
     y = np.arange(10) % 10
-    plain = input_pipeline._AugmentedBatches(x, y, 4, None, shuffle=False, seed=0)
+    plain = input_pipeline.AugmentedBatches(x, y, 4, None, shuffle=False, seed=0)
     assert [int(plain[i][0][j, 0, 0, 0]) for i in range(3) for j in range(len(plain[i][0]))] == list(range(10))
-    shuffled = input_pipeline._AugmentedBatches(x, y, 10, None, shuffle=True, seed=0)
+    shuffled = input_pipeline.AugmentedBatches(x, y, 10, None, shuffle=True, seed=0)
     assert sorted(shuffled[0][0][:, 0, 0, 0].tolist()) == list(range(10))
     assert shuffled[0][0][:, 0, 0, 0].tolist() != list(range(10))
 
@@ -168,7 +168,7 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
 
     x = np.zeros((64, 32, 32, 3), "uint8")
     # chunk_size 8: every batch is its own chunk, so the augmenter is called 8 times.
-    ds = input_pipeline._AugmentedBatches(x, np.arange(64) % 10, 8, augmenter, True, 0, workers=4, chunk_size=8)
+    ds = input_pipeline.AugmentedBatches(x, np.arange(64) % 10, 8, augmenter, True, 0, workers=4, chunk_size=8)
     assert ds.workers == 4 and not ds.use_multiprocessing  # threads: the data is shared, not copied
     with ThreadPoolExecutor(4) as pool:
         batches = list(pool.map(ds.__getitem__, range(len(ds))))
