@@ -20,7 +20,7 @@ import time
 import keras
 import numpy as np
 
-from cifarsep_lib import devices, input_pipeline, models, training
+from cifarsep_lib import input_pipeline, models, speed, training
 
 
 def seconds_per_pass(model, data, **fit_kwargs) -> float:
@@ -49,7 +49,8 @@ def main() -> None:
     def batches(augment=None, workers=1, chunk_size=4096):
         return input_pipeline.AugmentedBatches(x, y, 256, augment, True, 0, workers, chunk_size)
 
-    print(f"backend {keras.backend.backend()}, device {devices.describe_device()}, {n_images} images per pass")
+    print(speed.benchmark_header())
+    print(f"{n_images} images per pass")
     for name in args.models:
         model = training.compile_model(models.build(name), training.Recipe(model=name), 100)
         print(name, flush=True)
