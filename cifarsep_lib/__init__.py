@@ -8,7 +8,8 @@ assignment's rules check), ``training`` (the recipe and ``train()``), ``input_pi
 checkpoints), ``devices`` (what Keras trains on; data-parallel training), ``batchnorm``
 (BatchNorm statistics recomputed for the final weights), ``evaluation``
 (predictions, test accuracy), ``speed`` (training and inference images/s), ``theory``
-(convolution costs, rank-1 kernels, receptive fields), ``analysis`` (confusions,
+(convolution costs, rank-1 kernels), ``anatomy`` (a model's receptive fields and costs, layer
+by layer), ``analysis`` (confusions,
 calibration, saliency) and ``plots``.
 """
 
