@@ -196,6 +196,18 @@ def sepnet_fast(fused_batchnorm: bool = False) -> keras.Model:
     )
 
 
+# sepnet_fast_s2's arguments to sepnet(), so that variants of the ten-minute model can say only
+# what they change (scripts/benchmark_sepnet_variants.py --family sepnet_fast_s2).
+SEPNET_FAST_S2_LAYOUT = {
+    "widths": (64, 128, 192),
+    "stem_filters": 32,
+    "stem_mid_filters": None,
+    "blocks": (1, 1, 0),
+    "bn_momentum": 0.99,
+    "stem_strides": 2,
+}
+
+
 def sepnet_fast_s2(fused_batchnorm: bool = False) -> keras.Model:
     """``sepnet_fast()`` with a stride-2 stem and 32 stem channels (89,738 params).
 
@@ -207,16 +219,21 @@ def sepnet_fast_s2(fused_batchnorm: bool = False) -> keras.Model:
     ``sepnet_fast()``'s (``scripts/benchmark_layers.py``), but it ends a little less accurate
     on the same schedule (``benchmarks/cpu_fused_bn_and_strided_stem_2026-11-27.txt``).
     """
-    return sepnet(
-        widths=(64, 128, 192),
-        stem_filters=32,
-        stem_mid_filters=None,
-        blocks=(1, 1, 0),
-        bn_momentum=0.99,
-        stem_strides=2,
-        name="sepnet_fast_s2",
-        fused_batchnorm=fused_batchnorm,
-    )
+    return sepnet(**SEPNET_FAST_S2_LAYOUT, name="sepnet_fast_s2", fused_batchnorm=fused_batchnorm)
+
+
+def sepnet_fast_8x8(fused_batchnorm: bool = False) -> keras.Model:
+    """``sepnet_fast_s2()`` without its 16x16 residual block, and 144/176 channels at 8x8/4x4 (90,778 params).
+
+    A candidate ten-minute model for slower CPUs. At 16x16, where most of sepnet_fast_s2's
+    training step goes, only the stem and the convolution entering stage 1 remain; the
+    parameters saved there widen the 8x8 stage, whose residual block is now the network's
+    only one. On the 2-core CPU a training step is about 1.4x faster than sepnet_fast_s2's
+    (``python scripts/benchmark_sepnet_variants.py --family sepnet_fast_s2``); whether that
+    buys accuracy in ten minutes is measured in the lab journal (``benchmarks/README.md``).
+    """
+    layout = {**SEPNET_FAST_S2_LAYOUT, "widths": (64, 144, 176), "blocks": (0, 1, 0)}
+    return sepnet(**layout, name="sepnet_fast_8x8", fused_batchnorm=fused_batchnorm)
 
 
 def sepnet_fast_w(fused_batchnorm: bool = False) -> keras.Model:
@@ -315,6 +332,7 @@ MODELS = {
     "mixsepnet": mixsepnet,
     "sepnet_fast": sepnet_fast,
     "sepnet_fast_s2": sepnet_fast_s2,
+    "sepnet_fast_8x8": sepnet_fast_8x8,
     "sepnet_fast_w": sepnet_fast_w,
     "base_model": base_model,
     "base_model_strict": base_model_strict,

@@ -42,7 +42,16 @@ def test_base_model_breaks_rule_three_and_strict_variant_does_not():
 
 @pytest.mark.parametrize(
     "name",
-    ["sepnet", "sepnet_deep", "mixsepnet", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "base_model_strict"],
+    [
+        "sepnet",
+        "sepnet_deep",
+        "mixsepnet",
+        "sepnet_fast",
+        "sepnet_fast_s2",
+        "sepnet_fast_8x8",
+        "sepnet_fast_w",
+        "base_model_strict",
+    ],
 )
 def test_shipped_architectures_pass_the_rules(name):
     report = rules.check_rules(models.build(name), verbose=False)
@@ -62,6 +71,16 @@ def test_sepnet_deep_moves_capacity_from_4x4_to_16x16():
     assert "stage1_block3_out" not in [layer.name for layer in plain.layers]
     assert _output_shape(deep, "down3_relu") == (4, 4, 128)
     assert _output_shape(plain, "down3_relu") == (4, 4, 160)
+
+
+def test_sepnet_fast_8x8_keeps_its_only_residual_block_at_8x8():
+    lite, s2 = models.build("sepnet_fast_8x8"), models.build("sepnet_fast_s2")
+    assert lite.count_params() == 90_778 < rules.MAX_PARAMS
+    assert _output_shape(lite, "down1_relu") == _output_shape(s2, "down1_relu") == (16, 16, 64)
+    assert "stage1_block1_out" in [layer.name for layer in s2.layers]
+    assert not any(layer.name.startswith("stage1_") for layer in lite.layers)
+    assert _output_shape(lite, "stage2_block1_out") == (8, 8, 144)
+    assert _output_shape(lite, "down3_relu") == (4, 4, 176)
 
 
 def test_sepnet_can_run_stage_one_at_full_resolution_with_larger_kernels():
@@ -244,7 +263,7 @@ def test_every_model_uses_keras_batch_norm_by_default(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["sepnet", "sepnet_deep", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_w", "mixsepnet"]
+    "name", ["sepnet", "sepnet_deep", "sepnet_fast", "sepnet_fast_s2", "sepnet_fast_8x8", "sepnet_fast_w", "mixsepnet"]
 )
 def test_fused_batch_norm_variant_differs_only_in_that_layer(name):
     """``build(name, fused_batchnorm=True)``: same layers, names and weights, the fused BatchNorm."""
