@@ -209,14 +209,17 @@ def results_figure(results: dict, base_dir="."):
     shades = plt.get_cmap("tab20").colors
     palette = shades[0::2] + shades[1::2]
     for i, entry in enumerate(results["models"]):
-        color = palette[i % len(palette)]
+        # Past 20 models the colours repeat: a new marker shape keeps each model distinct.
+        color, lap = palette[i % len(palette)], i // len(palette)
         on_cpu = entry.get("hardware", "CPU").startswith("CPU")
+        marker = ("o", "D", "^", "v")[lap % 4] if on_cpu else ("s", "P", "X", "*")[lap % 4]
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
         if points_file.is_file() and on_cpu:
             points = json.loads(points_file.read_text())
             minutes = [p["train_seconds"] / 60 for p in points]
-            ax_time.plot(minutes, [100 * p["test_accuracy"] for p in points], "o-", color=color, label=entry["name"])
-        marker, label = ("o", entry["name"]) if on_cpu else ("s", f"{entry['name']} (GPU)")
+            accuracy = [100 * p["test_accuracy"] for p in points]
+            ax_time.plot(minutes, accuracy, marker=marker, ls="-", color=color, label=entry["name"])
+        label = entry["name"] if on_cpu else f"{entry['name']} (GPU)"
         ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60, color=color, marker=marker, label=label)
     for ax in (ax_time, ax_params):
         ax.axhline(84, color="grey", ls="--", lw=1)

@@ -181,3 +181,23 @@ def test_results_figure_puts_minutes_on_a_log_axis_with_the_two_budgets_marked(t
     assert ax_time.get_xscale() == "log"
     vertical = [line.get_xdata()[0] for line in ax_time.lines if len(set(line.get_xdata())) == 1]
     assert sorted(vertical) == [10, 60]
+
+
+def test_results_figure_tells_models_apart_by_marker_once_colours_repeat(tmp_path):
+    import json
+
+    import matplotlib.colors as mcolors
+
+    names = [f"run{i}" for i in range(22)]  # tab20 holds 20 colours
+    for name in names:
+        (tmp_path / f"{name}_test_points.json").write_text(
+            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
+        )
+    models = [{"name": n, "params": 90_000, "test_accuracy": 0.88} for n in names]
+    lines = {
+        line.get_label(): line for line in plots.results_figure({"models": models}, base_dir=tmp_path).axes[0].lines
+    }
+    style = {n: (mcolors.to_hex(lines[n].get_color()), lines[n].get_marker()) for n in names}
+    assert style["run0"][0] == style["run20"][0]  # the colour comes round again ...
+    assert style["run0"][1] != style["run20"][1]  # ... with another marker
+    assert len(set(style.values())) == 22
