@@ -109,10 +109,18 @@ def test_training_figures():
     assert len(plots.history_figure(hist).axes) == 2
 
 
-def test_results_figure_reads_test_points(tmp_path):
+def _write_one_test_point(tmp_path, names) -> None:
+    """A ``NAME_test_points.json`` beside results.json for each name: one test point, 50 % after a minute."""
     import json
 
-    (tmp_path / "m_test_points.json").write_text(json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}]))
+    for name in names:
+        (tmp_path / f"{name}_test_points.json").write_text(
+            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
+        )
+
+
+def test_results_figure_reads_test_points(tmp_path):
+    _write_one_test_point(tmp_path, ["m"])
     results = {"models": [{"name": "m", "params": 90_000, "test_accuracy": 0.9}]}
     fig = plots.results_figure(results, base_dir=tmp_path)
     assert "m" in [line.get_label() for line in fig.axes[0].lines]
@@ -123,12 +131,7 @@ def _legend_names(ax) -> list[str]:
 
 
 def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
-    import json
-
-    for name in ("cpu_run", "gpu_run"):
-        (tmp_path / f"{name}_test_points.json").write_text(
-            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
-        )
+    _write_one_test_point(tmp_path, ["cpu_run", "gpu_run"])
     results = {
         "models": [
             {"name": "cpu_run", "params": 90_000, "test_accuracy": 0.9, "hardware": "CPU (x86_64, 2 cores)"},
@@ -141,15 +144,10 @@ def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
 
 
 def test_results_figure_gives_each_model_one_colour_in_both_panels(tmp_path):
-    import json
-
     import matplotlib.colors as mcolors
 
     names = [f"run{i}" for i in range(12)]  # more models than one ten-colour palette holds
-    for name in names:
-        (tmp_path / f"{name}_test_points.json").write_text(
-            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
-        )
+    _write_one_test_point(tmp_path, names)
     models = [{"name": n, "params": 90_000, "test_accuracy": 0.88} for n in names]  # all on one vertical line
     fig = plots.results_figure({"models": models}, base_dir=tmp_path)
     line_colors = {line.get_label(): mcolors.to_hex(line.get_color()) for line in fig.axes[0].lines}
@@ -184,15 +182,10 @@ def test_results_figure_puts_minutes_on_a_log_axis_with_the_two_budgets_marked(t
 
 
 def test_results_figure_tells_models_apart_by_marker_once_colours_repeat(tmp_path):
-    import json
-
     import matplotlib.colors as mcolors
 
     names = [f"run{i}" for i in range(22)]  # tab20 holds 20 colours
-    for name in names:
-        (tmp_path / f"{name}_test_points.json").write_text(
-            json.dumps([{"epoch": 1, "train_seconds": 60, "test_accuracy": 0.5}])
-        )
+    _write_one_test_point(tmp_path, names)
     models = [{"name": n, "params": 90_000, "test_accuracy": 0.88} for n in names]
     lines = {
         line.get_label(): line for line in plots.results_figure({"models": models}, base_dir=tmp_path).axes[0].lines
