@@ -38,6 +38,12 @@ FAMILIES = {
         "no_16x16_block": {**models.SEPNET_FAST_S2_LAYOUT, "blocks": (0, 1, 0)},
         "sepnet_fast_8x8": None,  # no 16x16 block, 144/176 channels at 8x8/4x4
         "two_8x8_blocks": {**models.SEPNET_FAST_S2_LAYOUT, "widths": (64, 112, 160), "blocks": (0, 2, 0)},
+        # Fewer elementwise layers, the 16x16 block kept: no BatchNorm and ReLU after the stem,
+        # one BatchNorm per residual block, or both.
+        "linear_stem": {**models.SEPNET_FAST_S2_LAYOUT, "stem_activation": False},
+        "one_bn_per_block": {**models.SEPNET_FAST_S2_LAYOUT, "block_batchnorms": 1},
+        "linear_stem_one_bn": {**models.SEPNET_FAST_S2_LAYOUT, "stem_activation": False, "block_batchnorms": 1},
+        "sepnet_fast_8x8_lean": None,  # sepnet_fast_8x8 with both
     },
 }
 

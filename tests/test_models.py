@@ -72,6 +72,37 @@ def test_sepnet_fast_8x8_keeps_its_only_residual_block_at_8x8():
     assert _output_shape(lite, "down3_relu") == (4, 4, 176)
 
 
+def test_sepnet_can_drop_the_stems_batchnorm_and_relu():
+    layout = models.SEPNET_FAST_S2_LAYOUT
+    plain, linear = models.sepnet(**layout), models.sepnet(**layout, stem_activation=False)
+    names = [layer.name for layer in linear.layers]
+    assert "stem_bn" not in names and "stem_relu" not in names
+    assert plain.count_params() - linear.count_params() == 4 * layout["stem_filters"]  # BatchNorm's 4 per channel
+    assert _output_shape(linear, "down1_relu") == (16, 16, 64)
+
+
+def test_residual_blocks_with_one_batchnorm_start_as_the_identity():
+    model = models.sepnet(**models.SEPNET_FAST_S2_LAYOUT, block_batchnorms=1)
+    names = [layer.name for layer in model.layers]
+    assert not any(name.endswith("_b_bn") for name in names) and "stage1_block1_a_bn" in names
+    # The branch's last 1x1 weights start at zero: the block passes its (post-ReLU) input through.
+    ends = [model.get_layer(name).output for name in ("down1_relu", "stage1_block1_out")]
+    probe = keras.Model(model.input, ends)
+    block_in, block_out = probe(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+    assert float(ops.max(block_in)) > 0
+    np.testing.assert_allclose(ops.convert_to_numpy(block_out), ops.convert_to_numpy(block_in))
+    with pytest.raises(ValueError, match="block_batchnorms"):
+        models.sepnet(block_batchnorms=0)
+
+
+def test_sepnet_fast_8x8_lean_is_sepnet_fast_8x8_without_three_elementwise_layers():
+    lean, lite = models.build("sepnet_fast_8x8_lean"), models.build("sepnet_fast_8x8")
+    assert lean.count_params() == 90_074 < rules.MAX_PARAMS
+    missing = {layer.name for layer in lite.layers} - {layer.name for layer in lean.layers}
+    assert missing == {"stem_bn", "stem_relu", "stage2_block1_b_bn"}
+    assert {layer.name for layer in lean.layers} <= {layer.name for layer in lite.layers}
+
+
 def test_sepnet_can_run_stage_one_at_full_resolution_with_larger_kernels():
     model = models.sepnet(widths=(48, 96, 160), full_resolution_stage1=True, kernel_size=5)
     assert _output_shape(model, "stage1_block1_out") == (32, 32, 48)
