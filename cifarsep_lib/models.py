@@ -264,7 +264,8 @@ def sepnet_fast_8x8_lean(fused_batchnorm: bool = False) -> keras.Model:
     one linear map at 16x16), and one BatchNorm instead of two in the residual block, whose
     last 1x1 weights start at zero. On the 2-core CPU a training step is about 1.1x faster
     than sepnet_fast_8x8's. Over seven minutes it ended ahead on all five seeds tried (by 0.5
-    points on average); over ten it did not (``benchmarks/cpu_lean_8x8_amd_epyc_2026-12-04.txt``).
+    points on average); over ten, one seed tied and one won by 1.2 points
+    (``benchmarks/cpu_lean_8x8_amd_epyc_2026-12-04.txt``).
     """
     return sepnet(
         **SEPNET_FAST_8X8_LAYOUT,
