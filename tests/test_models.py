@@ -103,6 +103,15 @@ def test_sepnet_fast_8x8_lean_is_sepnet_fast_8x8_without_three_elementwise_layer
     assert {layer.name for layer in lean.layers} <= {layer.name for layer in lite.layers}
 
 
+def test_sepnet_deep_one_bn_is_sepnet_deep_without_each_blocks_second_batchnorm():
+    one_bn, deep = models.build("sepnet_deep_one_bn"), models.build("sepnet_deep")
+    assert one_bn.count_params() == 94_698 < rules.MAX_PARAMS
+    missing = {layer.name for layer in deep.layers} - {layer.name for layer in one_bn.layers}
+    blocks = [f"stage1_block{b}" for b in (1, 2, 3)] + [f"stage2_block{b}" for b in (1, 2)]
+    assert missing == {f"{block}_b_bn" for block in blocks}
+    assert {layer.name for layer in one_bn.layers} <= {layer.name for layer in deep.layers}
+
+
 def test_sepnet_can_run_stage_one_at_full_resolution_with_larger_kernels():
     model = models.sepnet(widths=(48, 96, 160), full_resolution_stage1=True, kernel_size=5)
     assert _output_shape(model, "stage1_block1_out") == (32, 32, 48)
