@@ -8,6 +8,8 @@
 * ``sepnet()`` — the series' own model: a small residual network of separable
   convolutions that downsamples early, because on a CPU the elementwise work at
   32x32 (BatchNorm, ReLU), not the multiply-adds, is what costs.
+* ``sepnet_deep()`` and ``sepnet_deep_one_bn()`` — SepNet with a third residual block at 16x16
+  (and, in the second, one BatchNorm per block): more capacity where the compute is.
 * ``sepnet_fast()`` — SepNet's first, shallower version: faster per image, less accurate.
 * ``sepnet_fast_s2()`` — ``sepnet_fast()`` whose stem steps 2 pixels, so that nothing after
   it runs at 32x32: the fastest per training step on a CPU, a little less accurate per epoch.
@@ -314,10 +316,11 @@ def sepnet_deep_one_bn(fused_batchnorm: bool = False) -> keras.Model:
 
     The second convolution of each of its five blocks ends without a BatchNorm; its 1x1 weights
     start at zero instead, so each block starts as the identity (as in ``sepnet_fast_8x8_lean``).
-    Five elementwise layers fewer, four of them at 16x16: on the 2-core CPU a training step is
-    about 1.15x faster than sepnet_deep's, nearly SepNet's speed with sepnet_deep's third block
-    at 16x16 (``python scripts/benchmark_sepnet_variants.py``). The stem keeps its BatchNorm and
-    ReLU, the network's only ones at 32x32, which cost little (1.03x on SepNet).
+    Five elementwise layers fewer, four of them at 16x16. On the 2-core CPU that bought less than
+    hoped: a step 1.05x faster than sepnet_deep's in one paired timing (``python
+    scripts/benchmark_sepnet_variants.py``), and in an hour 80 epochs and 88.46 %, no better than
+    SepNet's hours (88.55-88.81 %; ``benchmarks/cpu_sepnet_deep_one_bn_2026-12-04.txt``).
+    The stem keeps its BatchNorm and ReLU, the network's only ones at 32x32.
     """
     return sepnet(
         widths=(64, 96, 128),
