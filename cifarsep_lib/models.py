@@ -297,6 +297,10 @@ def sepnet_fast_w(fused_batchnorm: bool = False) -> keras.Model:
     )
 
 
+# sepnet_deep's arguments to sepnet(): a third residual block at 16x16, 128 channels at 4x4.
+SEPNET_DEEP_LAYOUT = {"widths": (64, 96, 128), "blocks": (3, 2, 0)}
+
+
 def sepnet_deep(fused_batchnorm: bool = False) -> keras.Model:
     """``sepnet()`` with a third residual block at 16x16, paid for by 128 channels at 4x4 (96,234 params).
 
@@ -308,7 +312,7 @@ def sepnet_deep(fused_batchnorm: bool = False) -> keras.Model:
     (``python scripts/benchmark_sepnet_variants.py``); the lab journal
     (``benchmarks/README.md``) compares the two at equal epochs.
     """
-    return sepnet(widths=(64, 96, 128), blocks=(3, 2, 0), name="sepnet_deep", fused_batchnorm=fused_batchnorm)
+    return sepnet(**SEPNET_DEEP_LAYOUT, name="sepnet_deep", fused_batchnorm=fused_batchnorm)
 
 
 def sepnet_deep_one_bn(fused_batchnorm: bool = False) -> keras.Model:
@@ -323,8 +327,7 @@ def sepnet_deep_one_bn(fused_batchnorm: bool = False) -> keras.Model:
     The stem keeps its BatchNorm and ReLU, the network's only ones at 32x32.
     """
     return sepnet(
-        widths=(64, 96, 128),
-        blocks=(3, 2, 0),
+        **SEPNET_DEEP_LAYOUT,
         block_batchnorms=1,
         name="sepnet_deep_one_bn",
         fused_batchnorm=fused_batchnorm,
