@@ -2,9 +2,9 @@
 
 ``Throughput`` is the run's clock (training seconds and images/s per epoch, validation
 excluded), which ``TimeBudget`` (train for minutes, not epochs) and ``TestAccuracyAt`` (test
-points for time-to-accuracy benchmarks) read. ``SwapEMAWeights`` and ``SafeCheckpoint`` are
-Keras' own callbacks with the fixes this series needed. ``training._callbacks`` puts them in
-the order they must run.
+points for time-to-accuracy benchmarks) read. ``SwapEMAWeights``, ``BackupAfterLogs`` and
+``SafeCheckpoint`` are Keras' own callbacks with the fixes this series needed.
+``training._callbacks`` puts them in the order they must run.
 """
 
 from __future__ import annotations
@@ -160,6 +160,37 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     def on_train_end(self, logs=None):
         for variable in self.model.trainable_variables:
             variable.assign(keras.ops.copy(variable))
+
+
+class BackupAfterLogs(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore``, run after the loggers, saving the training weights.
+
+    Keras' callback backs the training state up at the end of every epoch. Placed before
+    the loggers, a run killed between that backup and their writes (the BatchNorm
+    statistics, checkpoint and test pass take seconds) resumed after an epoch whose history
+    row or test point was never written (CI caught a lost test point). Placed last, it backs
+    an epoch up only once its logs are on disk: a kill leaves the logs at most one epoch
+    ahead of the backup, and the resumed run drops them and trains that epoch again
+    (``training.logged_so_far``).
+
+    By then ``ema`` (the run's ``SwapEMAWeights``, when the weights are averaged) has put the
+    average into the model. For the save it swaps the training weights back in, so the
+    backup holds each in its own place and a resumed run trains on from the training weights.
+    """
+
+    def __init__(self, backup_dir, ema: SwapEMAWeights | None = None):
+        super().__init__(backup_dir)
+        self.ema = ema
+
+    def on_epoch_end(self, epoch, logs=None):
+        swap = self.ema is not None and self.ema._ema_weights_in_model
+        if swap:
+            self.ema._swap_variables()
+        try:
+            super().on_epoch_end(epoch, logs)
+        finally:
+            if swap:
+                self.ema._swap_variables()
 
 
 class SafeCheckpoint(keras.callbacks.ModelCheckpoint):

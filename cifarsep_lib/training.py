@@ -34,7 +34,7 @@ import numpy as np
 from . import batchnorm, whitening
 from . import data as cdata
 from . import models as cmodels
-from .callbacks import SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
+from .callbacks import BackupAfterLogs, SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
 from .devices import check_even_split, describe_device, distribution_kind, distribution_scope
 from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
@@ -266,26 +266,51 @@ def read_history(out: Path) -> list[dict[str, float]]:
         ]
 
 
+# What Keras' ``BackupAndRestore`` writes beside the weights: {"epoch": epochs finished, ...}.
+BACKUP_METADATA = "training_metadata.json"
+
+
+def backed_up_epochs(out: Path) -> int:
+    """The number of epochs the backup in ``out/backup`` holds (0 when it holds none)."""
+    metadata = out / "backup" / BACKUP_METADATA
+    return json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+
+
 def logged_so_far(out: Path) -> LoggedSoFar | None:
     """The logs of the interrupted run in ``out`` (``None`` when training starts afresh).
 
     A run resumes when ``out/backup`` exists (``BackupAndRestore`` deletes it when training
     completes). Without this, a resumed run would restart its training clock at zero,
     overwrite the earlier test points and let its first epoch replace a better
-    ``best.keras``.
+    ``best.keras``. Only the epochs the backup holds count: the logs of an epoch the run
+    was killed in before its backup (``callbacks.BackupAfterLogs``) are left out, as the
+    resumed run trains that epoch again.
     """
     if not (out / "backup").is_dir() or not (out / "history.csv").is_file():
         return None
-    rows = read_history(out)
+    epochs = backed_up_epochs(out)
+    rows = read_history(out)[:epochs]
     points_file = out / "test_points.json"
+    points = json.loads(points_file.read_text()) if points_file.is_file() else []
     return LoggedSoFar(
         epochs=len(rows),
         train_seconds=sum(row["epoch_seconds"] for row in rows),
         best_val_accuracy=max(
             (row["val_accuracy"] for row in rows if not math.isnan(row["val_accuracy"])), default=None
         ),
-        test_points=json.loads(points_file.read_text()) if points_file.is_file() else [],
+        test_points=[point for point in points if point["epoch"] <= epochs],
     )
+
+
+def keep_logs_of(out: Path, resumed: LoggedSoFar) -> None:
+    """Cut ``out``'s history and test points back to the epochs of ``resumed`` (``logged_so_far``),
+    so that the resumed run appends its epochs after them, none twice."""
+    history = out / "history.csv"
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text("".join(lines[: 1 + resumed.epochs]))  # the header, then one row per epoch
+    points_file = out / "test_points.json"
+    if points_file.is_file():
+        points_file.write_text(json.dumps(resumed.test_points, indent=1))
 
 
 def _time_budget(recipe: Recipe, clock: Throughput, train_seconds: float) -> list:
@@ -313,8 +338,9 @@ def _callbacks(
 
     When ``recipe`` averages the weights (``ema_momentum``), ``SwapEMAWeights`` puts the average
     into the model for validation and, at each epoch's end, for the checkpoint and test
-    points after it; ``BackupAndRestore`` comes before it, so the backup holds the
-    training weights and their average in their own places. ``low_res`` (a
+    points after it. ``BackupAfterLogs`` comes last, after every logger, and swaps the
+    training weights back for its save, so the backup holds the training weights and their
+    average in their own places. ``low_res`` (a
     ``LowResolutionStart``, or None) and ``flips`` (an ``AlternatingFlip``, or None) go
     first, so the epoch's images have their size and flips before anything else in the
     epoch runs. ``recipe.minutes`` adds a ``TimeBudget``
@@ -329,17 +355,18 @@ def _callbacks(
         for stale in ("history.csv", "test_points.json"):
             (out / stale).unlink(missing_ok=True)
     else:
+        keep_logs_of(out, resumed)
         print(f"Resuming after epoch {resumed.epochs} ({resumed.train_seconds:.0f} s of training so far)")
     resumed = resumed or LoggedSoFar()
     recipe = recipe or Recipe()
     throughput = Throughput(n_train, recipe.batch_size)
+    ema = SwapEMAWeights(swap_on_epoch=True) if recipe.ema_momentum is not None else None
     callbacks = [
         *[c for c in (low_res, flips) if c is not None],
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
         throughput,
         *_time_budget(recipe, throughput, resumed.train_seconds),
-        *([SwapEMAWeights(swap_on_epoch=True)] if recipe.ema_momentum is not None else []),
+        *([ema] if ema is not None else []),
         *([batchnorm.PreciseBatchNorm(clean_train_images)] if recipe.batchnorm_images else []),
         # Without validation data there is nothing to select on: best.keras is the last epoch's.
         SafeCheckpoint(
@@ -360,6 +387,8 @@ def _callbacks(
         print("TensorBoard logging needs TensorFlow; skipped under the", keras.backend.backend(), "backend")
     elif tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tb"), write_graph=False))
+    # Last, so that an epoch is backed up only once everything above has logged it.
+    callbacks.append(BackupAfterLogs(str(out / "backup"), ema))
     return callbacks
 
 

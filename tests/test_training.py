@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,14 +264,46 @@ def test_a_time_budget_from_the_command_line_is_not_cut_short_by_the_default_epo
     assert seen["recipe"].epoch_count == training.Recipe().epoch_count
 
 
-def test_averaged_weights_go_to_validation_and_checkpoints_after_the_backup(tmp_path):
+def test_averaged_weights_go_to_validation_and_checkpoints_and_the_backup_comes_last(tmp_path):
     names = lambda cbs: [type(cb).__name__ for cb in cbs]  # noqa: E731
-    plain = names(training._callbacks(tmp_path, 10, None, (), tensorboard=False))
-    assert "SwapEMAWeights" not in plain
+    plain = training._callbacks(tmp_path, 10, None, (), tensorboard=False)
+    assert "SwapEMAWeights" not in names(plain) and plain[-1].ema is None
     averaged = training.Recipe(ema_momentum=0.99)
-    order = names(training._callbacks(tmp_path, 10, (None, None), (1,), tensorboard=False, recipe=averaged))
+    run_callbacks = training._callbacks(tmp_path, 10, (None, None), (1,), tensorboard=False, recipe=averaged)
+    order = names(run_callbacks)
     swap = order.index("SwapEMAWeights")
-    assert order.index("BackupAndRestore") < swap < order.index("SafeCheckpoint") < order.index("TestAccuracyAt")
+    assert swap < order.index("SafeCheckpoint") < order.index("CSVLogger") < order.index("TestAccuracyAt")
+    assert order[-1] == "BackupAfterLogs" and run_callbacks[-1].ema is run_callbacks[swap]
+
+
+def test_the_backup_holds_the_training_weights_not_their_average(tmp_path):
+    """At an epoch's end the model holds the average (for the checkpoint and test points);
+    the backup, saved after them, must still resume training from the training weights."""
+    x, y = np.random.default_rng(0).random((64, 8), "float32"), np.arange(64) % 3
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5), "sparse_categorical_crossentropy")
+    ema = callbacks.SwapEMAWeights(swap_on_epoch=True)
+    backup = callbacks.BackupAfterLogs(str(tmp_path / "backup"), ema)
+    backup.delete_checkpoint = False  # keep it to read after fit
+    seen = {}
+
+    class AfterTheBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:  # the last epoch makes the two equal; the first still tells them apart
+                seen["average"] = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+                seen["training"] = [
+                    keras.ops.convert_to_numpy(v) for v in self.model.optimizer._model_variables_moving_average
+                ]
+                shutil.copytree(tmp_path / "backup", tmp_path / "after_epoch_1")
+
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[ema, backup, AfterTheBackup()])
+    restored = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    restored.compile(keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5), "sparse_categorical_crossentropy")
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(tmp_path / "after_epoch_1" / "latest.weights.h5")
+    assert not np.allclose(seen["average"][0], seen["training"][0])
+    for mine, expected in zip(restored.trainable_variables, seen["training"], strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), expected)
 
 
 def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path, fake_cifar):
@@ -351,10 +384,11 @@ def test_killed_training_resumes_and_finishes(tmp_path, fake_cifar):
     proc = subprocess.Popen(resumable, env=env)
     history = out / "history.csv"
     deadline = time.time() + 240
-    points = out / "test_points.json"  # written after epoch 1's history row
-    while time.time() < deadline and not points.is_file():
+    points = out / "test_points.json"
+    backed_up = out / "backup" / training.BACKUP_METADATA  # written after epoch 1's logs
+    while time.time() < deadline and not backed_up.is_file():
         time.sleep(0.2)
-    time.sleep(0.5)  # now inside epoch 2
+    time.sleep(0.5)  # now in epoch 2, or logging it, or backing it up
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (out / "backup").is_dir(), "no backup written before the kill"
@@ -387,9 +421,14 @@ def test_fresh_run_replaces_the_logs_of_a_finished_one(tmp_path, fake_cifar):
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 2
 
 
+def _backed_up(out, epochs):
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / training.BACKUP_METADATA).write_text(json.dumps({"epoch": epochs, "batch": 0}))
+
+
 def test_resumed_run_keeps_the_best_validation_accuracy_so_far(tmp_path):
     out = tmp_path / "run"
-    (out / "backup").mkdir(parents=True)
+    _backed_up(out, 3)
     (out / "history.csv").write_text("epoch,epoch_seconds,val_accuracy\n0,10.5,0.4\n1,11.0,0.6\n2,9.5,0.5\n")
     (out / "test_points.json").write_text(json.dumps([{"epoch": 2, "train_seconds": 21.5, "test_accuracy": 0.55}]))
     state = training.logged_so_far(out)
@@ -400,9 +439,25 @@ def test_resumed_run_keeps_the_best_validation_accuracy_so_far(tmp_path):
     assert checkpoint.best == 0.6  # a worse first resumed epoch will not replace best.keras
 
 
+def test_a_run_killed_between_its_logs_and_its_backup_drops_that_epochs_logs(tmp_path):
+    """Epoch 3 was logged (history row, test point) but not backed up: it is trained again,
+    so its logs go, and the resumed run appends its own for it."""
+    out = tmp_path / "run"
+    _backed_up(out, 2)
+    (out / "history.csv").write_text("epoch,epoch_seconds,val_accuracy\n0,10.5,0.4\n1,11.0,0.6\n2,9.5,0.7\n")
+    points = [{"epoch": e, "train_seconds": 10.0 * e, "test_accuracy": 0.5} for e in (2, 3)]
+    (out / "test_points.json").write_text(json.dumps(points))
+    state = training.logged_so_far(out)
+    assert (state.epochs, state.train_seconds, state.best_val_accuracy) == (2, 21.5, 0.6)
+    assert [p["epoch"] for p in state.test_points] == [2]
+    training._callbacks(out, 100, (None, None), (2, 3), tensorboard=False)
+    assert len(training.read_history(out)) == 2
+    assert [p["epoch"] for p in json.loads((out / "test_points.json").read_text())] == [2]
+
+
 def test_a_resumed_run_without_validation_has_no_best_validation_accuracy(tmp_path):
     out = tmp_path / "run"
-    (out / "backup").mkdir(parents=True)
+    _backed_up(out, 2)
     (out / "history.csv").write_text("epoch,epoch_seconds,val_accuracy\n0,10.5,NA\n1,11.0,NA\n")
     state = training.logged_so_far(out)
     assert (state.epochs, state.train_seconds, state.best_val_accuracy) == (2, 21.5, None)
