@@ -179,7 +179,9 @@ class BackupAfterLogs(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, ema: SwapEMAWeights | None = None):
-        super().__init__(backup_dir)
+        # double_checkpoint: a kill while the weights are written leaves the previous epoch's
+        # backup to resume from, not a broken file that stops the resumed run.
+        super().__init__(backup_dir, double_checkpoint=True)
         self.ema = ema
 
     def on_epoch_end(self, epoch, logs=None):

@@ -306,6 +306,30 @@ def test_the_backup_holds_the_training_weights_not_their_average(tmp_path):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), expected)
 
 
+def test_a_backup_broken_while_written_resumes_from_the_epoch_before(tmp_path):
+    """Killed while writing epoch 2's weights: the metadata still says 1 epoch, the weights
+    file is cut short. The resumed run falls back to epoch 1's copy instead of failing."""
+    x, y = np.random.default_rng(0).random((32, 4), "float32"), np.arange(32) % 2
+
+    def fit(epochs, seen):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        backup = callbacks.BackupAfterLogs(str(tmp_path / "backup"))
+        backup.delete_checkpoint = False
+        record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+        model.fit(x, y, epochs=epochs, verbose=0, callbacks=[record, backup])
+
+    fit(2, [])
+    backup = tmp_path / "backup"
+    shutil.copy(backup / f"{training.BACKUP_METADATA}.bkp", backup / training.BACKUP_METADATA)
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert training.backed_up_epochs(tmp_path) == 1
+    seen = []
+    fit(3, seen)
+    assert seen == [1, 2]
+
+
 def test_ema_run_validates_with_the_averaged_weights_and_ends_with_them(tmp_path, fake_cifar):
     """Last epoch's recorded validation loss is that of final.keras, which holds the average.
 
