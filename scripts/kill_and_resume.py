@@ -42,7 +42,7 @@ def train_command(out: Path) -> list[str]:
 
 def logged(out: Path) -> tuple[list[int], list[int]]:
     """The epochs of ``out``'s history rows (from 0) and of its test points (from 1)."""
-    rows = [int(line.split(",")[0]) for line in (out / "history.csv").read_text().splitlines()[1:]]
+    rows = [int(row["epoch"]) for row in training.read_history(out)]
     points = [point["epoch"] for point in json.loads((out / "test_points.json").read_text())]
     return rows, points
 
