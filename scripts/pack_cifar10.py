@@ -36,10 +36,6 @@ IMAGES_PER_ROW = 100
 META_FILE = "batches.meta.txt"
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def to_picture(images: np.ndarray) -> np.ndarray:
     """(N, 32, 32, 3) images as one picture, ``IMAGES_PER_ROW`` to a row, the last row padded with black."""
     columns = min(IMAGES_PER_ROW, len(images))
@@ -65,7 +61,7 @@ def pack_file(batch: Path, out: Path) -> str:
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     Image.fromarray(to_picture(images)).save(out / f"{batch.stem}.webp", lossless=True, quality=100, method=4)
     records[:, 0].tofile(out / f"{batch.stem}.labels")
-    return sha256(batch)
+    return hashlib.sha256(records.tobytes()).hexdigest()  # the bytes already read: the file as it is
 
 
 def pack(src: Path, out: Path, parts: int) -> list[Path]:

@@ -61,7 +61,8 @@ def main() -> int:
         finished = []
         for run, process in started:
             code = process.wait()
-            status = max(status, code)
+            # Popen gives -N for a run killed by signal N; the shell's 128 + N keeps it non-zero in the max.
+            status = max(status, code if code >= 0 else 128 - code)
             if code == 0:
                 finished.append(str(run))
             else:
