@@ -39,9 +39,10 @@ def launch(out: Path, model: str, seed: int, train_args: list[str]) -> tuple[Pat
     run = out / f"{model}_s{seed}"
     command = [sys.executable, "-m", "cifarsep_lib", "train", "--model", model, "--seed", str(seed), "--out", str(run)]
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1"}
-    log = (out / f"{run.name}.log").open("w")
     print(" ".join(command + train_args), flush=True)
-    return run, subprocess.Popen(command + train_args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # The child gets its own copy of the log's file descriptor, so ours can be closed at once.
+    with (out / f"{run.name}.log").open("w") as log:
+        return run, subprocess.Popen(command + train_args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def main() -> int:
