@@ -3,7 +3,8 @@
 Modules: ``data`` (loading CIFAR-10), ``layers`` (SpatiallySeparableConv2D and a faster
 BatchNormalization), ``whitening`` (a fixed whitening first layer, airbench's, made
 separable), ``models`` (the base model and the series' SepNet), ``rules`` (the
-assignment's rules check), ``training`` (the recipe and ``train()``), ``input_pipeline``
+assignment's rules check), ``training`` (the recipe and ``train()``), ``distillation`` (trained
+networks as teachers: their probabilities as training targets), ``input_pipeline``
 (augmentation and batches), ``callbacks`` (a run's clock, time budget, test points and
 checkpoints), ``devices`` (what Keras trains on; data-parallel training), ``batchnorm``
 (BatchNorm statistics recomputed for the final weights), ``evaluation``

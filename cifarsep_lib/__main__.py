@@ -137,6 +137,22 @@ def main(argv=None) -> int:
         "(faster epochs on a CPU), the rest at full size",
     )
     t.add_argument("--low-res-size", dest="low_res_size", type=int, metavar="PIXELS", help="default 16")
+    t.add_argument(
+        "--teacher",
+        dest="teachers",
+        action="append",
+        metavar="FILE",
+        help="knowledge distillation: a trained .keras model whose flip-TTA probabilities on the training images "
+        "are mixed into the targets (repeat for an ensemble; use runs with the same --seed, which share the "
+        "validation split)",
+    )
+    t.add_argument(
+        "--teacher-weight",
+        dest="teacher_weight",
+        type=float,
+        metavar="W",
+        help="weight of the teachers' probabilities in the targets, the rest one-hot labels (default 0.5)",
+    )
     t.add_argument("--train-subset", dest="train_subset", type=int, help="train on this many images only")
     t.add_argument(
         "--val-size",

@@ -167,8 +167,15 @@ class LowResolutionStart(keras.callbacks.Callback):
 
 def one_hot(labels) -> np.ndarray:
     """Integer labels, of shape ``(N,)`` or ``(N, 1)`` as CIFAR-10 stores them, as float32
-    one-hot rows ``(N, 10)``: the targets label smoothing needs (it smooths one-hot targets)."""
-    return keras.utils.to_categorical(np.asarray(labels).reshape(-1), cdata.NUM_CLASSES).astype("float32")
+    one-hot rows ``(N, 10)``: the targets label smoothing needs (it smooths one-hot targets).
+
+    Rows of ``(N, 10)`` floats are targets already (a teacher's probabilities, see
+    ``distillation.soft_targets``) and pass through as float32.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == cdata.NUM_CLASSES and np.issubdtype(labels.dtype, np.floating):
+        return labels.astype("float32")
+    return keras.utils.to_categorical(labels.reshape(-1), cdata.NUM_CLASSES).astype("float32")
 
 
 class AugmentedBatches(keras.utils.PyDataset):

@@ -31,11 +31,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import batchnorm, whitening
+from . import batchnorm, distillation, whitening
 from . import data as cdata
 from . import models as cmodels
 from .callbacks import BackupAfterLogs, SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
 from .devices import check_even_split, describe_device, distribution_kind, distribution_scope
+from .evaluation import accuracy
 from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
 
@@ -78,6 +79,10 @@ class Recipe:
     # validation (batchnorm.PreciseBatchNorm); 0: keep the moving averages of training
     batchnorm_images: int = 0
     minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
+    # knowledge distillation (see the distillation module): .keras files of trained networks whose
+    # flip-TTA probabilities on the training images, averaged, are mixed into the targets with this weight
+    teachers: tuple[str, ...] = ()
+    teacher_weight: float = 0.5
 
     @property
     def epoch_count(self) -> int:
@@ -392,6 +397,20 @@ def _callbacks(
     return callbacks
 
 
+def _distilled_targets(recipe: Recipe, x_train, y_train, x_val, y_val) -> np.ndarray:
+    """The training targets mixed with the teachers' probabilities; prints how good the teachers are."""
+    start = time.perf_counter()
+    probs = distillation.teacher_probabilities(recipe.teachers, x_train)
+    report = f"on the training images {accuracy(probs, y_train):.2%}"
+    if len(x_val):
+        report += f", validation {accuracy(distillation.teacher_probabilities(recipe.teachers, x_val), y_val):.2%}"
+    print(
+        f"Distilling from {len(recipe.teachers)} teacher(s), weight {recipe.teacher_weight:g} "
+        f"(flip-TTA ensemble accuracy {report}; {time.perf_counter() - start:.0f} s)"
+    )
+    return distillation.soft_targets(y_train, probs, recipe.teacher_weight)
+
+
 def train(
     recipe: Recipe | None = None,
     out_dir: str | Path = "runs/sepnet",
@@ -450,6 +469,8 @@ def train(
     (x_all, y_all), (x_test, y_test) = cdata.load_cifar10(data_dir)
     (x_train, y_train), (x_val, y_val) = cdata.train_val_split(x_all, y_all, recipe.val_size, recipe.seed)
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
+    if recipe.teachers:
+        y_train = _distilled_targets(recipe, x_train, y_train, x_val, y_val)
 
     alternate = recipe.augment and recipe.alternating_flips
     augmenter = (

@@ -174,3 +174,11 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
         batches = list(pool.map(ds.__getitem__, range(len(ds))))
     assert most[0] == 1
     assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
+
+
+def test_one_hot_passes_soft_targets_through_as_float32():
+    """A teacher's probabilities (distillation.soft_targets) are targets already."""
+    soft = np.full((3, 10), 0.1, dtype="float64")
+    rows = input_pipeline.one_hot(soft)
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, soft.astype("float32"))
