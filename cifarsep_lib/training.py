@@ -460,7 +460,6 @@ def train(
     distribution = distribution_kind(distribution)  # an unknown one fails before the data loads
     out = Path(out_dir)
     check_writable(out)
-    keras.utils.set_random_seed(recipe.seed)
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -471,6 +470,9 @@ def train(
     x_train, y_train = cdata.subset(x_train, y_train, recipe.train_subset, recipe.seed)
     if recipe.teachers:
         y_train = _distilled_targets(recipe, x_train, y_train, x_val, y_val)
+    # Seeded after the teachers have been loaded (which draws random numbers), so that a student
+    # starts from the weights that the same command without teachers starts from.
+    keras.utils.set_random_seed(recipe.seed)
 
     alternate = recipe.augment and recipe.alternating_flips
     augmenter = (

@@ -99,3 +99,24 @@ def test_a_run_with_a_teacher_trains_on_the_mixed_targets_and_records_its_teache
     np.testing.assert_allclose(hard.max(axis=1), 0.5, atol=1e-6)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["recipe"]["teachers"] == [str(tmp_path / "teacher.keras")] and run["recipe"]["teacher_weight"] == 0.5
+
+
+@pytest.mark.slow
+def test_teachers_leave_the_students_initial_weights_as_without_them(tmp_path, fake_cifar, monkeypatch):
+    """Loading a teacher draws random numbers; the student must still start where the same command without one does."""
+    _lopsided_teacher(4).save(tmp_path / "teacher.keras")
+    initial = []
+    compile_model = training.compile_model
+
+    def recording(model, *args, **kwargs):
+        initial.append(model.get_weights())
+        return compile_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "compile_model", recording)
+    for teachers in ((), (str(tmp_path / "teacher.keras"),)):
+        recipe = training.Recipe(epochs=1, batch_size=64, train_subset=64, val_size=100, seed=5, teachers=teachers)
+        training.train(
+            recipe, out_dir=tmp_path / f"run{len(teachers)}", data_dir=str(fake_cifar), tensorboard=False, verbose=0
+        )
+    without, with_teacher = initial
+    assert all(np.array_equal(a, b) for a, b in zip(without, with_teacher, strict=True))
