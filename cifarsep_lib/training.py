@@ -31,12 +31,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import batchnorm, distillation, whitening
+from . import batchnorm, distillation, evaluation, whitening
 from . import data as cdata
 from . import models as cmodels
 from .callbacks import BackupAfterLogs, SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
 from .devices import check_even_split, describe_device, distribution_kind, distribution_scope
-from .evaluation import accuracy
 from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
 
@@ -400,10 +399,11 @@ def _callbacks(
 def _distilled_targets(recipe: Recipe, x_train, y_train, x_val, y_val) -> np.ndarray:
     """The training targets mixed with the teachers' probabilities; prints how good the teachers are."""
     start = time.perf_counter()
-    probs = distillation.teacher_probabilities(recipe.teachers, x_train)
-    report = f"on the training images {accuracy(probs, y_train):.2%}"
+    teachers = [evaluation.load_model(path) for path in recipe.teachers]  # once, for both image sets
+    probs = distillation.teacher_probabilities(teachers, x_train)
+    report = f"on the training images {evaluation.accuracy(probs, y_train):.2%}"
     if len(x_val):
-        report += f", validation {accuracy(distillation.teacher_probabilities(recipe.teachers, x_val), y_val):.2%}"
+        report += f", validation {evaluation.accuracy(distillation.teacher_probabilities(teachers, x_val), y_val):.2%}"
     print(
         f"Distilling from {len(recipe.teachers)} teacher(s), weight {recipe.teacher_weight:g} "
         f"(flip-TTA ensemble accuracy {report}; {time.perf_counter() - start:.0f} s)"
