@@ -75,7 +75,13 @@ def main(argv=None) -> int:
     )
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--peak-lr", dest="peak_lr", type=float)
-    t.add_argument("--weight-decay", dest="weight_decay", type=float)
+    t.add_argument(
+        "--weight-decay",
+        dest="weight_decay",
+        type=float,
+        help="decoupled weight decay: each step shrinks the convolution and dense kernels by learning rate x this "
+        "(default 0.0005)",
+    )
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument(
         "--translate",
