@@ -1,8 +1,9 @@
 """Shared fixtures and helpers: the offline CIFAR-10 copy, small synthetic batch folders,
-and which BatchNormalization a model uses."""
+which BatchNormalization a model uses, and the scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,6 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "cifar10").resolve()
+
+
+def load_script(name: str):
+    """The module ``scripts/<name>.py``, imported (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def real_data_dir() -> Path | None:

@@ -1,15 +1,13 @@
 """scripts/compare_runs.py: runs side by side, with the recipe differences and the right figures per epoch."""
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
-compare_runs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_runs)
+from conftest import load_script
+
+compare_runs = load_script("compare_runs")
 
 
 def _run(folder: Path, translate: float, val: list[float], points: list[dict]) -> Path:

@@ -1,17 +1,12 @@
 """scripts/kernel_norms.py: the norms of a network's depthwise and pointwise kernels."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_script
 
 from cifarsep_lib import models
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("kernel_norms", ROOT / "scripts" / "kernel_norms.py")
-kernel_norms = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kernel_norms)
+kernel_norms = load_script("kernel_norms")
 
 
 def test_one_norm_per_separable_convolution_kernel():

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
-from conftest import ROOT, write_batch
+from conftest import load_script, write_batch
 
-spec = importlib.util.spec_from_file_location("pack_cifar10", ROOT / "scripts" / "pack_cifar10.py")
-pack_cifar10 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pack_cifar10)
+pack_cifar10 = load_script("pack_cifar10")
 
 
 @pytest.fixture

@@ -1,12 +1,8 @@
 """scripts/record_result.py: the log it ships is readable, and a resumed run's wall time covers every session."""
 
-import importlib.util
-from pathlib import Path
+from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("record_result", ROOT / "scripts" / "record_result.py")
-record_result = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(record_result)
+record_result = load_script("record_result")
 
 EPOCH = "176/176 - {s}s - 600ms/step - accuracy: 0.5 - loss: 1.2 - val_accuracy: 0.5 - val_loss: 1.3"
 
@@ -51,9 +47,7 @@ def test_unfinished_run_needs_to_know_its_device():
 
 
 def test_results_table_marks_unfinished_runs():
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("results_table")
     entry = dict(name="m", params=1000, conv2d_layers=0, epochs=17, hardware="CPU", train_seconds=600)
     entry.update(test_accuracy=0.7, test_accuracy_tta=0.71)
     assert "| 17 | CPU |" in module.results_table({"models": [entry]})

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import batch_norm_kinds
+from conftest import batch_norm_kinds, load_script
 
 from cifarsep_lib import evaluation, rules
 
@@ -109,10 +109,6 @@ def test_shipped_model_is_what_its_command_builds(entry, monkeypatch):
 
 
 def test_readme_results_table_matches_results_json():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("results_table")
     table = module.results_table({"models": RESULTS})
     assert table in (ROOT / "README.md").read_text()
