@@ -108,6 +108,30 @@ def test_shipped_model_is_what_its_command_builds(entry, monkeypatch):
     assert layout(shipped) == layout(built)
 
 
+RUN_RECORDS = {e["name"]: ROOT / "trained" / f"{e['name']}_run.json" for e in RESULTS}
+
+
+@pytest.mark.parametrize("entry", [e for e in RESULTS if RUN_RECORDS[e["name"]].is_file()], ids=lambda e: e["name"])
+def test_shipped_command_still_gives_the_recipe_its_run_recorded(entry, monkeypatch):
+    """A recorded command, run today, trains with the recipe the run itself wrote to ``NAME_run.json``:
+    when a default of the recipe changes, the commands that relied on it must name the old value."""
+    import dataclasses
+
+    recorded = json.loads(RUN_RECORDS[entry["name"]].read_text())
+    today = _recipe_of(entry, monkeypatch)
+    # Where the run's epochs or BatchNorm kind came from a default, compare what they resolved to
+    # (older records lack these; test_shipped_model_is_what_its_command_builds checks the BatchNorm
+    # kind in the weights, and the network layer for layer: sepnet_fast's run was recorded as
+    # "sepnet", the name it had then). Fields added to Recipe since a run are not in its record.
+    assert today.batchnorm_is_fused == recorded.get("batchnorm_is_fused", today.batchnorm_is_fused)
+    if today.minutes is None:
+        assert today.epoch_count == recorded.get("epoch_count", recorded["recipe"]["epochs"])
+    resolved = {"epochs", "default_epochs", "fused_batchnorm", "model"}
+    fields = json.loads(json.dumps(dataclasses.asdict(today)))  # tuples as the record has them: lists
+    differing = {k: (v, fields[k]) for k, v in recorded["recipe"].items() if k not in resolved and fields[k] != v}
+    assert not differing, f"(recorded, today) per field: {differing}"
+
+
 def test_readme_results_table_matches_results_json():
     module = load_script("results_table")
     table = module.results_table({"models": RESULTS})
