@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         dest="weight_decay",
         type=float,
         help="decoupled weight decay: each step shrinks the convolution and dense kernels by learning rate x this "
-        "(default 0.0005)",
+        "(default 0.0025; 0.0005 until 2026-12-05)",
     )
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument(
