@@ -192,35 +192,78 @@ def results_figure(results: dict, base_dir="."):
     """Test accuracy against training CPU-minutes (the shipped runs' fixed-epoch test points)
     and against parameter count (the shipped models), from ``trained/results.json``.
 
-    Each model keeps one colour in both panels, and one legend names them all. Only runs
-    whose ``hardware`` is a CPU (or not given) go on the minutes axis: a GPU run's minutes
-    would not compare; it still appears on the parameters axis, as a square. Minutes run
-    on a log scale, so that ten-minute runs and five-hour ones both show their shape, with
-    the issue's two budgets, 10 and 60 minutes, marked."""
+    Colour says which network a run trained (``model`` in results.json), so the legend names
+    a handful of networks however many runs are shipped. On the left every CPU run is a thin
+    line and each network's most accurate run a bold one, so that the best curve per network
+    stands out of the crowd of shorter or earlier runs. Only runs whose ``hardware`` is a
+    CPU (or not given) go on the minutes axis: a GPU run's minutes would not compare; it
+    still appears on the parameters axis, as a square. The main model (``main_model``) is
+    the star. Minutes run on a log scale, so that ten-minute runs and five-hour ones both
+    show their shape, with the issue's two budgets, 10 and 60 minutes, marked."""
     import json
     from pathlib import Path
 
-    fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(12, 4.2))
-    # Several runs share one architecture, so their points sit on one vertical line on the
-    # right: names written beside the points would overlap there, a legend does not.
-    # tab20 lists each hue twice in a row, dark then light: in that order models shipped one
-    # after the other (often the same recipe, one run longer) got two shades of one olive.
-    # Its ten dark shades (tab10's colours) first, then the ten light ones.
-    shades = plt.get_cmap("tab20").colors
-    palette = shades[0::2] + shades[1::2]
-    for i, entry in enumerate(results["models"]):
-        # Past 20 models the colours repeat: a new marker shape keeps each model distinct.
-        color, lap = palette[i % len(palette)], i // len(palette)
-        on_cpu = entry.get("hardware", "CPU").startswith("CPU")
-        marker = ("o", "D", "^", "v")[lap % 4] if on_cpu else ("s", "P", "X", "*")[lap % 4]
+    from matplotlib.lines import Line2D
+
+    models = results["models"]
+    networks = list(dict.fromkeys(entry.get("model", entry["name"]) for entry in models))
+    palette = plt.get_cmap("tab10").colors
+    # Past ten networks the colours come round again with dashed lines; there are seven now.
+    color = {net: palette[i % len(palette)] for i, net in enumerate(networks)}
+    dashes = {net: ("-", "--")[(i // len(palette)) % 2] for i, net in enumerate(networks)}
+
+    def network(entry):
+        return entry.get("model", entry["name"])
+
+    def on_cpu(entry):
+        return entry.get("hardware", "CPU").startswith("CPU")
+
+    curves = {}
+    for entry in models:
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
-        if points_file.is_file() and on_cpu:
-            points = json.loads(points_file.read_text())
+        if on_cpu(entry) and points_file.is_file():
+            curves[entry["name"]] = json.loads(points_file.read_text())
+    best_of_network = {}
+    for entry in models:
+        if entry["name"] in curves:
+            best = best_of_network.get(network(entry))
+            if best is None or entry["test_accuracy"] > best["test_accuracy"]:
+                best_of_network[network(entry)] = entry
+    best_names = {entry["name"] for entry in best_of_network.values()}
+
+    fig, (ax_time, ax_params) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for entry in models:
+        net = network(entry)
+        if entry["name"] in curves:
+            points = curves[entry["name"]]
             minutes = [p["train_seconds"] / 60 for p in points]
             accuracy = [100 * p["test_accuracy"] for p in points]
-            ax_time.plot(minutes, accuracy, marker=marker, ls="-", color=color, label=entry["name"])
-        label = entry["name"] if on_cpu else f"{entry['name']} (GPU)"
-        ax_params.scatter(entry["params"], 100 * entry["test_accuracy"], s=60, color=color, marker=marker, label=label)
+            bold = entry["name"] in best_names
+            ax_time.plot(
+                minutes,
+                accuracy,
+                ls=dashes[net],
+                color=color[net],
+                marker="o" if bold else None,
+                ms=4,
+                lw=2.2 if bold else 0.9,
+                alpha=1.0 if bold else 0.45,
+                zorder=3 if bold else 2,
+                label=entry["name"],
+            )
+        main = entry["name"] == results.get("main_model")
+        marker = "*" if main else ("o" if on_cpu(entry) else "s")
+        ax_params.scatter(
+            entry["params"],
+            100 * entry["test_accuracy"],
+            s=200 if main else 45,
+            color=color[net],
+            marker=marker,
+            edgecolors="black" if main else "none",
+            alpha=1.0 if main else 0.8,
+            zorder=3 if main else 2,
+            label=entry["name"],
+        )
     for ax in (ax_time, ax_params):
         ax.axhline(84, color="grey", ls="--", lw=1)
         ax.set_ylabel("test accuracy (%)")
@@ -232,13 +275,20 @@ def results_figure(results: dict, base_dir="."):
     for budget in (10, 60):
         ax_time.axvline(budget, color="grey", ls=":", lw=1)
     ax_time.set_xlabel("training time (minutes, 2-core CPU, log scale)")
-    ax_time.set_title("Accuracy against CPU-minutes")
+    ax_time.set_title("Accuracy against CPU-minutes (bold: each network's best run)")
     ax_params.margins(x=0.1, y=0.15)
     ax_params.axvline(100_000, color="red", ls=":", lw=1)
     # Six-digit tick labels ran into one another across a 12-inch figure.
     ax_params.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda n, _: f"{n / 1000:g}K"))
     ax_params.set_xlabel("parameters")
     ax_params.set_title("Accuracy against parameters (limit: 100K)")
-    ax_params.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
+    # One legend entry per network, then what the shapes mean: its length follows the
+    # networks, not the runs, which grow every session.
+    handles = [Line2D([], [], color=color[net], ls=dashes[net], lw=2.2, label=net) for net in networks]
+    shapes = [("o", "CPU run"), ("s", "GPU run")]
+    if any(entry["name"] == results.get("main_model") for entry in models):
+        shapes.append(("*", "main model"))
+    handles += [Line2D([], [], ls="", marker=m, color="grey", ms=8, label=text) for m, text in shapes]
+    ax_params.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
     fig.tight_layout()
     return fig

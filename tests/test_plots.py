@@ -140,32 +140,66 @@ def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
     }
     fig = plots.results_figure(results, base_dir=tmp_path)
     assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == ["cpu_run"]
-    assert _legend_names(fig.axes[1]) == ["cpu_run", "gpu_run (GPU)"]
+    gpu_dots = [dots for dots in fig.axes[1].collections if dots.get_label() == "gpu_run"]
+    cpu_dots = [dots for dots in fig.axes[1].collections if dots.get_label() == "cpu_run"]
+    assert len(gpu_dots) == len(cpu_dots) == 1
+    assert gpu_dots[0].get_paths()[0] != cpu_dots[0].get_paths()[0]  # a square, not a circle
 
 
-def test_results_figure_gives_each_model_one_colour_in_both_panels(tmp_path):
+def _colours(fig) -> tuple[dict, dict]:
+    """Each run's colour on the minutes axis and on the parameters axis, as hex."""
     import matplotlib.colors as mcolors
 
-    names = [f"run{i}" for i in range(12)]  # more models than one ten-colour palette holds
-    _write_one_test_point(tmp_path, names)
-    models = [{"name": n, "params": 90_000, "test_accuracy": 0.88} for n in names]  # all on one vertical line
+    runs = [line for line in fig.axes[0].lines if not line.get_label().startswith("_")]  # not the guide lines
+    lines = {line.get_label(): mcolors.to_hex(line.get_color()) for line in runs}
+    dots = {
+        dots.get_label(): mcolors.to_hex(dots.get_facecolor()[0], keep_alpha=False) for dots in fig.axes[1].collections
+    }
+    return lines, dots
+
+
+def _runs_of(networks: dict, tmp_path) -> list[dict]:
+    """results.json entries: ``networks`` maps a network's name to its runs' test accuracies."""
+    models = []
+    for net, accuracies in networks.items():
+        for i, acc in enumerate(accuracies):
+            models.append({"name": f"{net}_run{i}", "model": net, "params": 90_000, "test_accuracy": acc})
+    _write_one_test_point(tmp_path, [m["name"] for m in models])
+    return models
+
+
+def test_results_figure_colours_runs_by_network_in_both_panels(tmp_path):
+    models = _runs_of({"sepnet": [0.88, 0.90, 0.89], "base_model": [0.82, 0.85]}, tmp_path)
+    lines, dots = _colours(plots.results_figure({"models": models}, base_dir=tmp_path))
+    assert lines == {name: dots[name] for name in lines}  # one colour per run in both panels
+    assert len({lines[f"sepnet_run{i}"] for i in range(3)}) == 1
+    assert len({lines[f"base_model_run{i}"] for i in range(2)}) == 1
+    assert lines["sepnet_run0"] != lines["base_model_run0"]
+
+
+def test_results_figure_draws_each_networks_best_run_bold(tmp_path):
+    models = _runs_of({"sepnet": [0.88, 0.90, 0.89], "base_model": [0.85, 0.82]}, tmp_path)
     fig = plots.results_figure({"models": models}, base_dir=tmp_path)
-    line_colors = {line.get_label(): mcolors.to_hex(line.get_color()) for line in fig.axes[0].lines}
-    dot_colors = [mcolors.to_hex(dots.get_facecolor()[0]) for dots in fig.axes[1].collections]
-    assert [line_colors[n] for n in names] == dot_colors
-    assert len(set(dot_colors)) == 12  # told apart by colour, and named in the legend
-    assert _legend_names(fig.axes[1]) == names
+    widths = {line.get_label(): line.get_linewidth() for line in fig.axes[0].lines}
+    bold = {name for name, width in widths.items() if width > 2 and not name.startswith("_")}
+    assert bold == {"sepnet_run1", "base_model_run0"}
 
 
-def test_results_figure_never_gives_neighbouring_models_two_shades_of_one_hue(tmp_path):
-    import matplotlib.colors as mcolors
-    import matplotlib.pyplot as plt
+def test_results_figure_legend_names_networks_not_runs(tmp_path):
+    models = _runs_of({"sepnet": [0.8 + i / 1000 for i in range(25)], "base_model": [0.8] * 5}, tmp_path)
+    models.append(
+        {"name": "gpu_run", "model": "mixsepnet", "params": 80_000, "test_accuracy": 0.87, "hardware": "H100"}
+    )
+    results = {"models": models, "main_model": "sepnet_run3"}
+    names = _legend_names(plots.results_figure(results, base_dir=tmp_path).axes[1])
+    assert names == ["sepnet", "base_model", "mixsepnet", "CPU run", "GPU run", "main model"]
 
-    models = [{"name": f"run{i}", "params": 90_000, "test_accuracy": 0.88} for i in range(19)]
-    fig = plots.results_figure({"models": models}, base_dir=tmp_path)
-    tab20 = [mcolors.to_hex(c) for c in plt.get_cmap("tab20").colors]
-    hues = [tab20.index(mcolors.to_hex(dots.get_facecolor()[0])) // 2 for dots in fig.axes[1].collections]
-    assert all(a != b for a, b in zip(hues[:-1], hues[1:], strict=True)), hues
+
+def test_results_figure_marks_the_main_model_with_a_star(tmp_path):
+    models = _runs_of({"sepnet": [0.88, 0.90]}, tmp_path)
+    fig = plots.results_figure({"models": models, "main_model": "sepnet_run0"}, base_dir=tmp_path)
+    sizes = {dots.get_label(): dots.get_sizes()[0] for dots in fig.axes[1].collections}
+    assert sizes["sepnet_run0"] > sizes["sepnet_run1"]
 
 
 def test_results_figure_puts_minutes_on_a_log_axis_with_the_two_budgets_marked(tmp_path):
@@ -179,18 +213,3 @@ def test_results_figure_puts_minutes_on_a_log_axis_with_the_two_budgets_marked(t
     assert ax_time.get_xscale() == "log"
     vertical = [line.get_xdata()[0] for line in ax_time.lines if len(set(line.get_xdata())) == 1]
     assert sorted(vertical) == [10, 60]
-
-
-def test_results_figure_tells_models_apart_by_marker_once_colours_repeat(tmp_path):
-    import matplotlib.colors as mcolors
-
-    names = [f"run{i}" for i in range(22)]  # tab20 holds 20 colours
-    _write_one_test_point(tmp_path, names)
-    models = [{"name": n, "params": 90_000, "test_accuracy": 0.88} for n in names]
-    lines = {
-        line.get_label(): line for line in plots.results_figure({"models": models}, base_dir=tmp_path).axes[0].lines
-    }
-    style = {n: (mcolors.to_hex(lines[n].get_color()), lines[n].get_marker()) for n in names}
-    assert style["run0"][0] == style["run20"][0]  # the colour comes round again ...
-    assert style["run0"][1] != style["run20"][1]  # ... with another marker
-    assert len(set(style.values())) == 22
