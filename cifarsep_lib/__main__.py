@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         type=int,
         metavar="N",
         help="before each validation, recompute BatchNorm's statistics on N un-augmented training images "
-        "(e.g. 5000; 0: keep the moving averages of training)",
+        "(default 5000; 0: keep the moving averages of training)",
     )
     t.add_argument(
         "--ema",

@@ -3,11 +3,12 @@
 The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD with
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
 decoupled weight decay, label smoothing, random flips and pad-and-crop style
-translations (Keras preprocessing layers), batch 256. Options, off by default: weight
-averaging (``ema_momentum``), progressive resizing (``low_res_epochs``,
-``input_pipeline.LowResolutionStart``), BatchNorm statistics recomputed before each validation
-(``batchnorm_images``, ``batchnorm.PreciseBatchNorm``) and alternating instead of random
-flips (``alternating_flips``, ``input_pipeline.AlternatingFlip``). ``assignment_recipe()`` is the
+translations (Keras preprocessing layers), batch 256, and BatchNorm statistics recomputed
+on clean training images before each validation (``batchnorm_images``,
+``batchnorm.PreciseBatchNorm``). Options, off by default: weight averaging
+(``ema_momentum``), progressive resizing (``low_res_epochs``,
+``input_pipeline.LowResolutionStart``) and alternating instead of random flips
+(``alternating_flips``, ``input_pipeline.AlternatingFlip``). ``assignment_recipe()`` is the
 course assignment's own: Adam at a constant learning rate, no augmentation, batch 128.
 
 ``train()`` puts together what three neighbouring modules provide: the batches
@@ -80,8 +81,11 @@ class Recipe:
     # base models; see `batchnorm_is_fused`
     fused_batchnorm: bool | None = None
     # >0: recompute BatchNorm statistics on this many clean training images before each
-    # validation (batchnorm.PreciseBatchNorm); 0: keep the moving averages of training
-    batchnorm_images: int = 0
+    # validation (batchnorm.PreciseBatchNorm); 0: keep the moving averages of training.
+    # 5,000 since 2026-12-06 (benchmarks/README.md, "Recomputed BatchNorm statistics become the
+    # recipe's default"); the runs shipped before then without it name --batchnorm-images 0
+    # in their recorded commands.
+    batchnorm_images: int = 5_000
     minutes: float | None = None  # a time budget: train this many minutes (epochs: at most), see TimeBudget
     # knowledge distillation (see the distillation module): .keras files of trained networks whose
     # flip-TTA probabilities on the training images, averaged, are mixed into the targets with this weight
@@ -123,8 +127,9 @@ def assignment_recipe(**overrides) -> Recipe:
     """The course assignment's recipe for its base model, as its public write-ups run it.
 
     Adam at Keras' default learning rate (0.001, constant), plain cross-entropy, no weight
-    decay, no augmentation, batch 128, 50 epochs. ``overrides`` replace fields (e.g. ``epochs``);
-    with ``minutes`` and no ``epochs``, the time budget alone ends the run (``Recipe.epoch_count``).
+    decay, no augmentation, batch 128, 50 epochs, BatchNorm's moving averages as trained.
+    ``overrides`` replace fields (e.g. ``epochs``); with ``minutes`` and no ``epochs``, the
+    time budget alone ends the run (``Recipe.epoch_count``).
     """
     assignment = dict(
         model="base_model",
@@ -135,6 +140,7 @@ def assignment_recipe(**overrides) -> Recipe:
         weight_decay=0.0,
         label_smoothing=0.0,
         augment=False,
+        batchnorm_images=0,  # the moving averages, as Keras keeps them
     )
     return Recipe(**{**assignment, **overrides})
 
