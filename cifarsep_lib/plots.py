@@ -205,18 +205,18 @@ def results_figure(results: dict, base_dir="."):
 
     from matplotlib.lines import Line2D
 
-    models = results["models"]
-    networks = list(dict.fromkeys(entry.get("model", entry["name"]) for entry in models))
-    palette = plt.get_cmap("tab10").colors
-    # Past ten networks the colours come round again with dashed lines; there are seven now.
-    color = {net: palette[i % len(palette)] for i, net in enumerate(networks)}
-    dashes = {net: ("-", "--")[(i // len(palette)) % 2] for i, net in enumerate(networks)}
-
     def network(entry):
         return entry.get("model", entry["name"])
 
     def on_cpu(entry):
         return entry.get("hardware", "CPU").startswith("CPU")
+
+    models = results["models"]
+    networks = list(dict.fromkeys(network(entry) for entry in models))
+    palette = plt.get_cmap("tab10").colors
+    # Past ten networks the colours come round again with dashed lines; there are seven now.
+    color = {net: palette[i % len(palette)] for i, net in enumerate(networks)}
+    dashes = {net: ("-", "--")[(i // len(palette)) % 2] for i, net in enumerate(networks)}
 
     curves = {}
     for entry in models:
