@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
@@ -188,7 +190,7 @@ def history_figure(history: dict):
     return fig
 
 
-def results_figure(results: dict, base_dir="."):
+def results_figure(results: dict, base_dir=".", cores: int = 2):
     """Test accuracy against training CPU-minutes (the shipped runs' fixed-epoch test points)
     and against parameter count (the shipped models), from ``trained/results.json``.
 
@@ -196,8 +198,9 @@ def results_figure(results: dict, base_dir="."):
     a handful of networks however many runs are shipped. On the left every CPU run is a thin
     line and each network's most accurate run a bold one, so that the best curve per network
     stands out of the crowd of shorter or earlier runs. Only runs whose ``hardware`` is a
-    CPU (or not given) go on the minutes axis: a GPU run's minutes would not compare; it
-    still appears on the parameters axis, as a square. The main model (``main_model``) is
+    CPU on ``cores`` cores (or not given) go on the minutes axis: a GPU run's minutes would not
+    compare, nor would those of a run pinned to one core of two (``taskset``, side by side with
+    another run); both still appear on the parameters axis, a GPU run as a square. The main model (``main_model``) is
     the star. Minutes run on a log scale, so that ten-minute runs and five-hour ones both
     show their shape, with the issue's two budgets, 10 and 60 minutes, marked."""
     import json
@@ -211,6 +214,11 @@ def results_figure(results: dict, base_dir="."):
     def on_cpu(entry):
         return entry.get("hardware", "CPU").startswith("CPU")
 
+    def on_minutes_axis(entry):
+        # "CPU (x86_64, 2 cores)", or "CPU (x86_64, 1 of 2 cores)" for a run under taskset
+        used = re.search(r"(\d+)(?: of \d+)? cores?\)", entry.get("hardware", ""))
+        return on_cpu(entry) and (used is None or int(used.group(1)) == cores)
+
     models = results["models"]
     networks = list(dict.fromkeys(network(entry) for entry in models))
     palette = plt.get_cmap("tab10").colors
@@ -221,7 +229,7 @@ def results_figure(results: dict, base_dir="."):
     curves = {}
     for entry in models:
         points_file = Path(base_dir) / f"{entry['name']}_test_points.json"
-        if on_cpu(entry) and points_file.is_file():
+        if on_minutes_axis(entry) and points_file.is_file():
             curves[entry["name"]] = json.loads(points_file.read_text())
     best_of_network = {}
     for entry in models:
@@ -274,7 +282,7 @@ def results_figure(results: dict, base_dir="."):
     ax_time.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda m, _: f"{m:g}"))
     for budget in (10, 60):
         ax_time.axvline(budget, color="grey", ls=":", lw=1)
-    ax_time.set_xlabel("training time (minutes, 2-core CPU, log scale)")
+    ax_time.set_xlabel(f"training time (minutes, {cores}-core CPU, log scale)")
     ax_time.set_title("Accuracy against CPU-minutes (bold: each network's best run)")
     ax_params.margins(x=0.1, y=0.15)
     ax_params.axvline(100_000, color="red", ls=":", lw=1)

@@ -9,7 +9,6 @@ images; ``training_throughput`` builds a fresh model, ``paired_step_times`` take
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import time
 
@@ -27,7 +26,7 @@ def describe_machine(cpuinfo: str = "/proc/cpuinfo") -> str:
     the lent 2-core machines differ from day to day, and a kernel's speed-up with them
     (the fused BatchNorm's was 1.06x on 2026-11-27 and 1.4-1.5x on 2026-12-02).
     """
-    parts = [platform.processor() or platform.machine(), f"{os.cpu_count()} cores"]
+    parts = [platform.processor() or platform.machine(), devices.describe_cores()]
     try:
         with open(cpuinfo) as f:
             fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)

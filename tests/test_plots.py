@@ -146,6 +146,22 @@ def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
     assert gpu_dots[0].get_paths()[0] != cpu_dots[0].get_paths()[0]  # a square, not a circle
 
 
+def test_results_figure_keeps_one_core_runs_off_the_two_core_minutes_axis(tmp_path):
+    _write_one_test_point(tmp_path, ["two_cores", "one_core"])
+    results = {
+        "models": [
+            {"name": "two_cores", "params": 90_000, "test_accuracy": 0.9, "hardware": "CPU (x86_64, 2 cores)"},
+            {"name": "one_core", "params": 90_000, "test_accuracy": 0.91, "hardware": "CPU (x86_64, 1 of 2 cores)"},
+        ]
+    }
+    fig = plots.results_figure(results, base_dir=tmp_path)
+    assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == ["two_cores"]
+    assert {dots.get_label() for dots in fig.axes[1].collections} == {"two_cores", "one_core"}
+    one_core_axis = plots.results_figure(results, base_dir=tmp_path, cores=1).axes[0]
+    assert [line.get_label() for line in one_core_axis.lines if not line.get_label().startswith("_")] == ["one_core"]
+    assert "1-core" in one_core_axis.get_xlabel()
+
+
 def _colours(fig) -> tuple[dict, dict]:
     """Each run's colour on the minutes axis and on the parameters axis, as hex."""
     import matplotlib.colors as mcolors

@@ -617,3 +617,14 @@ def test_describe_machine_names_the_cpu_and_its_avx512(tmp_path):
     cpuinfo.write_text(core.format(0, ""))
     assert speed.describe_machine(str(cpuinfo)).endswith(", AMD EPYC, no AVX-512")
     assert speed.describe_machine(str(tmp_path / "absent")).endswith(" cores")  # no /proc: no CPU name
+
+
+def test_describe_cores_counts_the_cores_taskset_leaves(monkeypatch):
+    from cifarsep_lib import devices
+
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert devices.describe_cores() == "2 cores"
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert devices.describe_cores() == "1 of 2 cores"  # `taskset -c 1`: one core of two
+    assert devices.describe_device().endswith(", 1 of 2 cores)")
