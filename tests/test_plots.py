@@ -130,16 +130,25 @@ def _legend_names(ax) -> list[str]:
     return [text.get_text() for text in ax.get_legend().get_texts()]
 
 
-def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
-    _write_one_test_point(tmp_path, ["cpu_run", "gpu_run"])
-    results = {
+def _runs_on(hardware: dict, tmp_path) -> dict:
+    """results.json with one 90 %-ish run per entry of ``hardware`` (run name -> hardware field)."""
+    _write_one_test_point(tmp_path, list(hardware))
+    return {
         "models": [
-            {"name": "cpu_run", "params": 90_000, "test_accuracy": 0.9, "hardware": "CPU (x86_64, 2 cores)"},
-            {"name": "gpu_run", "params": 80_000, "test_accuracy": 0.9, "hardware": "NVIDIA H100 80GB HBM3"},
+            {"name": name, "params": 90_000, "test_accuracy": 0.9, "hardware": where}
+            for name, where in hardware.items()
         ]
     }
+
+
+def _minutes_axis_runs(fig) -> list[str]:
+    return [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")]
+
+
+def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
+    results = _runs_on({"cpu_run": "CPU (x86_64, 2 cores)", "gpu_run": "NVIDIA H100 80GB HBM3"}, tmp_path)
     fig = plots.results_figure(results, base_dir=tmp_path)
-    assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == ["cpu_run"]
+    assert _minutes_axis_runs(fig) == ["cpu_run"]
     gpu_dots = [dots for dots in fig.axes[1].collections if dots.get_label() == "gpu_run"]
     cpu_dots = [dots for dots in fig.axes[1].collections if dots.get_label() == "cpu_run"]
     assert len(gpu_dots) == len(cpu_dots) == 1
@@ -147,19 +156,13 @@ def test_results_figure_keeps_gpu_runs_off_the_cpu_minutes_axis(tmp_path):
 
 
 def test_results_figure_keeps_one_core_runs_off_the_two_core_minutes_axis(tmp_path):
-    _write_one_test_point(tmp_path, ["two_cores", "one_core"])
-    results = {
-        "models": [
-            {"name": "two_cores", "params": 90_000, "test_accuracy": 0.9, "hardware": "CPU (x86_64, 2 cores)"},
-            {"name": "one_core", "params": 90_000, "test_accuracy": 0.91, "hardware": "CPU (x86_64, 1 of 2 cores)"},
-        ]
-    }
+    results = _runs_on({"two_cores": "CPU (x86_64, 2 cores)", "one_core": "CPU (x86_64, 1 of 2 cores)"}, tmp_path)
     fig = plots.results_figure(results, base_dir=tmp_path)
-    assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == ["two_cores"]
+    assert _minutes_axis_runs(fig) == ["two_cores"]
     assert {dots.get_label() for dots in fig.axes[1].collections} == {"two_cores", "one_core"}
-    one_core_axis = plots.results_figure(results, base_dir=tmp_path, cores=1).axes[0]
-    assert [line.get_label() for line in one_core_axis.lines if not line.get_label().startswith("_")] == ["one_core"]
-    assert "1-core" in one_core_axis.get_xlabel()
+    one_core = plots.results_figure(results, base_dir=tmp_path, cores=1)
+    assert _minutes_axis_runs(one_core) == ["one_core"]
+    assert "1-core" in one_core.axes[0].get_xlabel()
 
 
 def _colours(fig) -> tuple[dict, dict]:
