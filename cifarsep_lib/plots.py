@@ -201,8 +201,9 @@ def results_figure(results: dict, base_dir=".", cores: int = 2):
     CPU on ``cores`` cores (or not given) go on the minutes axis: a GPU run's minutes would not
     compare, nor would those of a run pinned to one core of two (``taskset``, side by side with
     another run); both still appear on the parameters axis, a GPU run as a square. The main
-    model (``main_model``) is the star. Minutes run on a log scale, so that ten-minute runs and five-hour ones both
-    show their shape, with the issue's two budgets, 10 and 60 minutes, marked."""
+    model (``main_model``) is the star. Minutes run on a log scale, so that ten-minute runs and
+    five-hour ones both show their shape, with the issue's two budgets, 10 and 60 minutes,
+    marked."""
     import json
     from pathlib import Path
 
