@@ -200,10 +200,10 @@ def results_figure(results: dict, base_dir=".", cores: int = 2):
     stands out of the crowd of shorter or earlier runs. Only runs whose ``hardware`` is a
     CPU on ``cores`` cores (or not given) go on the minutes axis: a GPU run's minutes would not
     compare, nor would those of a run pinned to one core of two (``taskset``, side by side with
-    another run); both still appear on the parameters axis, a GPU run as a square. The main
-    model (``main_model``) is the star. Minutes run on a log scale, so that ten-minute runs and
-    five-hour ones both show their shape, with the issue's two budgets, 10 and 60 minutes,
-    marked."""
+    another run) or of runs that shared the CPU unpinned ("2 cores shared by 3 runs"); all still
+    appear on the parameters axis, a GPU run as a square. The main model (``main_model``) is the
+    star. Minutes run on a log scale, so that ten-minute runs and five-hour ones both show their
+    shape, with the issue's two budgets, 10 and 60 minutes, marked."""
     import json
     from pathlib import Path
 
@@ -216,9 +216,12 @@ def results_figure(results: dict, base_dir=".", cores: int = 2):
         return entry.get("hardware", "CPU").startswith("CPU")
 
     def on_minutes_axis(entry):
-        # "CPU (x86_64, 2 cores)", or "CPU (x86_64, 1 of 2 cores)" for a run under taskset
-        used = re.search(r"(\d+)(?: of \d+)? cores?\)", entry.get("hardware", ""))
-        return on_cpu(entry) and (used is None or int(used.group(1)) == cores)
+        # "CPU (x86_64, 2 cores)"; "1 of 2 cores" for a run under taskset; "2 cores shared by 3 runs"
+        # for runs side by side unpinned: minutes of the last two kinds are not a whole CPU's
+        hardware = entry.get("hardware", "")
+        used = re.search(r"(\d+)(?: of \d+)? cores?\b", hardware)
+        shared = "shared by" in hardware
+        return on_cpu(entry) and not shared and (used is None or int(used.group(1)) == cores)
 
     models = results["models"]
     networks = list(dict.fromkeys(network(entry) for entry in models))

@@ -165,6 +165,14 @@ def test_results_figure_keeps_one_core_runs_off_the_two_core_minutes_axis(tmp_pa
     assert "1-core" in one_core.axes[0].get_xlabel()
 
 
+def test_results_figure_keeps_runs_that_shared_the_cpu_off_the_minutes_axis(tmp_path):
+    shared = "CPU (x86_64, 2 cores shared by 3 runs)"
+    results = _runs_on({"alone": "CPU (x86_64, 2 cores)", "shared": shared}, tmp_path)
+    fig = plots.results_figure(results, base_dir=tmp_path)
+    assert _minutes_axis_runs(fig) == ["alone"]
+    assert {dots.get_label() for dots in fig.axes[1].collections} == {"alone", "shared"}
+
+
 def _colours(fig) -> tuple[dict, dict]:
     """Each run's colour on the minutes axis and on the parameters axis, as hex."""
     import matplotlib.colors as mcolors
