@@ -80,3 +80,28 @@ def test_readme_names_every_model_the_command_line_accepts():
 
     readme = (ROOT / "README.md").read_text()
     assert [name for name in models.MODELS if f"`{name}`" not in readme] == []
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _markdown_sources():
+    for path in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        yield path, path.read_text()
+    for path in NOTEBOOKS:
+        yield path, "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "markdown")
+
+
+def test_links_to_sections_of_markdown_files_name_existing_headings():
+    # Journal sections are renamed as runs come in; a stale anchor still opens the page,
+    # just at the top, so nothing else would notice.
+    checked = 0
+    for path, text in _markdown_sources():
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md)#([\w-]+)\)", text):
+            target_path = (path.parent / target).resolve()
+            headings = re.findall(r"^#+ (.+)$", target_path.read_text(), re.M)
+            assert anchor in {_github_anchor(h) for h in headings}, f"{path.name}: {target}#{anchor}"
+            checked += 1
+    assert checked >= 3
