@@ -135,6 +135,6 @@ def test_shipped_command_still_gives_the_recipe_its_run_recorded(entry, monkeypa
 
 def test_readme_results_table_matches_results_json():
     module = load_script("results_table")
-    table = module.results_table({"models": RESULTS, "main_model": MAIN_MODEL})
+    table = module.results_table(RESULTS_JSON)
     assert table in (ROOT / "README.md").read_text()
     assert f"| **{MAIN_MODEL}** (main model) |" in table
