@@ -67,6 +67,16 @@ def test_notebooks_do_not_use_conv2d_layers(path):
     assert not re.search(r"layers\.Conv2D\(", source)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_markdown_cells_hold_no_control_characters(path):
+    # LaTeX written into the JSON by hand loses its backslash: "\text" read as JSON is a tab
+    # followed by "ext", "\frac" a form feed, "\beta" a backspace; the formula then renders broken.
+    for index, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "markdown":
+            text = "".join(cell["source"])
+            assert not re.search(r"[\x00-\x09\x0b-\x1f]", text), f"cell {index}: {text[:80]!r}"
+
+
 def test_lab_journal_links_every_benchmark_output_and_only_existing_ones():
     journal = (ROOT / "benchmarks" / "README.md").read_text()
     linked = set(re.findall(r"\]\(([\w.-]+\.txt)\)", journal))
