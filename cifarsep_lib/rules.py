@@ -4,7 +4,7 @@
 * rule 3: no ``Conv2D`` layer anywhere (nested models and layers included): only
   spatially separable (k x 1 then 1 x k) and depthwise separable convolutions.
 
-(Rule 2, beating the base model's 84%, is a measurement: see ``evaluation``.)
+(Rule 2, beating the assignment's 84% bar, is a measurement: see ``evaluation``.)
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The recipe (``Recipe`` defaults) is what the README's results use: Nesterov SGD with
 a linear warm-up then cosine decay (``keras.optimizers.schedules.CosineDecay``),
-decoupled weight decay, label smoothing, random flips and pad-and-crop style
-translations (Keras preprocessing layers), batch 256, and BatchNorm statistics recomputed
+decoupled weight decay, label smoothing, random flips and random shifts (bilinear,
+borders reflected; Keras preprocessing layers), batch 256, and BatchNorm statistics recomputed
 on clean training images before each validation (``batchnorm_images``,
 ``batchnorm.PreciseBatchNorm``). Options, off by default: weight averaging
 (``ema_momentum``), progressive resizing (``low_res_epochs``,

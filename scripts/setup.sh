@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install cifarsep with the versions CI tested.
-# Usage: bash scripts/setup.sh        (needs Python 3.10+ as python3, or set PYTHON)
+# Usage: bash scripts/setup.sh        (needs Python 3.11+ as python3, or set PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
