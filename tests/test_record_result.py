@@ -56,6 +56,18 @@ def test_results_table_marks_unfinished_runs():
     assert "| 17 (60-minute budget) | CPU |" in module.results_table({"models": [budgeted]})
 
 
+def test_highlights_find_the_best_conv2d_free_run_and_skip_rule_breakers():
+    module = load_script("results_table")
+    entry = dict(params=1000, conv2d_layers=0, epochs=17, hardware="CPU", train_seconds=600, test_accuracy_tta=0.9)
+    models = [{**entry, "name": name, "test_accuracy": acc} for name, acc in [("main", 0.80), ("best", 0.85)]]
+    models += [{**entry, "name": module.TEN_MINUTES_ON_TWO_CORES, "test_accuracy": 0.84}]
+    models += [{**entry, "name": n, "conv2d_layers": 1, "test_accuracy": 0.95} for n in module.BASE_MODEL_RUNS]
+    models += [{**entry, "name": "too_big", "params": 100_000, "test_accuracy": 0.99}]
+    rows = module.highlights_table({"models": models, "main_model": "main"}).splitlines()[2:]
+    expected = ["main", "best", module.TEN_MINUTES_ON_TWO_CORES, *module.BASE_MODEL_RUNS]
+    assert [row.split(" | ")[1] for row in rows] == expected
+
+
 def test_logs_of_runs_without_validation_keep_and_count_their_epoch_lines():
     no_val = "176/176 - {s}s - 600ms/step - accuracy: 0.5 - loss: 1.2"  # train --val-size 0 at --verbose 2
     cut_short = "97/176 - 50s - 515ms/step - accuracy: 0.6 - loss: 1.1"  # the epoch a time budget ended

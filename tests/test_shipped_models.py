@@ -138,3 +138,10 @@ def test_readme_results_table_matches_results_json():
     table = module.results_table(RESULTS_JSON)
     assert table in (ROOT / "README.md").read_text()
     assert f"| **{MAIN_MODEL}** (main model) |" in table
+
+
+def test_readme_highlights_table_matches_results_json():
+    module = load_script("results_table")
+    table = module.highlights_table(RESULTS_JSON)
+    assert table in (ROOT / "README.md").read_text()
+    assert f"| {MAIN_MODEL} |" in table.splitlines()[2]
