@@ -65,7 +65,10 @@ def main(argv=None) -> int:
     )
     t.add_argument("--model", choices=list(MODELS), help="default: sepnet (base_model with --recipe assignment)")
     t.add_argument(
-        "--epochs", type=int, help="epochs to train (with --minutes: at most; without it, no practical limit)"
+        "--epochs",
+        type=int,
+        help="epochs to train (default 150, 50 with --recipe assignment; with --minutes: at most, "
+        "and without --epochs no practical limit)",
     )
     t.add_argument(
         "--minutes",
@@ -74,7 +77,13 @@ def main(argv=None) -> int:
         "schedule stretched over the budget, then stop",
     )
     t.add_argument("--batch-size", dest="batch_size", type=int)
-    t.add_argument("--peak-lr", dest="peak_lr", type=float)
+    t.add_argument(
+        "--peak-lr",
+        dest="peak_lr",
+        type=float,
+        help="the learning rate at the end of the warm-up (default 0.4, 0.2 until 2026-12-07; 0.001 with "
+        "--recipe assignment)",
+    )
     t.add_argument(
         "--weight-decay",
         dest="weight_decay",

@@ -234,7 +234,7 @@ def test_cli_passes_recipe_options_to_the_recipe(monkeypatch, flag, value, field
 def test_a_time_budget_without_epochs_is_not_cut_short_by_the_default_epochs():
     """With ``minutes`` and no ``epochs``, time ends the run; an explicit epoch count still caps it."""
     cap = training.EPOCH_CAP_UNDER_A_BUDGET
-    assert training.Recipe().epoch_count == training.Recipe().default_epochs == 100 < cap
+    assert training.Recipe().epoch_count == training.Recipe().default_epochs == 150 < cap
     assert training.Recipe(minutes=60).epoch_count == cap
     assert training.Recipe(minutes=60, epochs=30).epoch_count == 30
     assert training.assignment_recipe().epoch_count == 50
@@ -248,7 +248,7 @@ def test_a_time_budget_added_to_a_built_recipe_drops_its_default_epochs():
     assert dataclasses.replace(training.Recipe(), minutes=60).epoch_count == cap
     assert dataclasses.replace(training.assignment_recipe(), minutes=60).epoch_count == cap
     assert dataclasses.replace(training.Recipe(epochs=30), minutes=60).epoch_count == 30
-    assert dataclasses.replace(training.Recipe(minutes=60), minutes=None).epoch_count == 100
+    assert dataclasses.replace(training.Recipe(minutes=60), minutes=None).epoch_count == 150
 
 
 def test_a_time_budget_from_the_command_line_is_not_cut_short_by_the_default_epochs(monkeypatch):
@@ -564,7 +564,7 @@ def test_lr_by_fraction_is_the_schedule_over_a_fraction_of_the_run():
 def test_lr_by_fraction_does_no_tensor_work(monkeypatch):
     """TimeBudget calls it before every step: evaluating the Keras schedule there cost 51 ms
     per call under JAX and made GPU steps 10x slower (benchmarks/gpu_h200_callbacks_2026-11-28.txt)."""
-    by_fraction = training.lr_by_fraction(training.Recipe(epochs=10))
+    by_fraction = training.lr_by_fraction(training.Recipe(epochs=10, peak_lr=0.2))
 
     def no_tensors(*args, **kwargs):
         raise AssertionError("lr_by_fraction must not run tensor operations")
