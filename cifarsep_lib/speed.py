@@ -9,7 +9,6 @@ images; ``training_throughput`` builds a fresh model, ``paired_step_times`` take
 from __future__ import annotations
 
 import datetime
-import platform
 import time
 
 import keras
@@ -17,28 +16,6 @@ import numpy as np
 
 from . import devices, evaluation, input_pipeline, training
 from . import models as cmodels
-
-
-def describe_machine(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The machine a benchmark ran on, e.g. ``"x86_64, 2 cores, AMD EPYC, AVX-512"``.
-
-    The CPU's model name and whether it has AVX-512 come from ``cpuinfo`` where it exists (Linux):
-    the lent 2-core machines differ from day to day, and a kernel's speed-up with them
-    (the fused BatchNorm's was 1.06x on 2026-11-27 and 1.4-1.5x on 2026-12-02).
-    """
-    parts = [platform.processor() or platform.machine(), devices.describe_cores()]
-    try:
-        with open(cpuinfo) as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-    except OSError:
-        return ", ".join(parts)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    if fields.get("model name"):
-        parts.append(fields["model name"])
-    flags = fields.get("flags", "").split()
-    if flags:
-        parts.append("AVX-512" if "avx512f" in flags else "no AVX-512")
-    return ", ".join(parts)
 
 
 def random_images(n: int, seed: int = 0, size: int = 32):
@@ -114,7 +91,7 @@ def paired_step_times(models: dict, batch_size: int = 256, rounds: int = 25, war
 def benchmark_header() -> str:
     """The first line of a benchmark's output: when, on which machine and device, with which Keras."""
     return (
-        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {describe_machine()}, "
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {devices.describe_machine()}, "
         f"{devices.describe_device()}, Keras {keras.__version__} ({keras.backend.backend()})"
     )
 

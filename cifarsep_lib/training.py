@@ -36,7 +36,7 @@ from . import batchnorm, distillation, evaluation, whitening
 from . import data as cdata
 from . import models as cmodels
 from .callbacks import BackupAfterLogs, SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
-from .devices import check_even_split, describe_device, distribution_kind, distribution_scope
+from .devices import check_even_split, describe_device, describe_machine, distribution_kind, distribution_scope
 from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
 
@@ -519,8 +519,9 @@ def train(
         # A whitening stem (models.sepnet_fast_w) is set from clean training images, never trained.
         whitening.adapt_whitening(model, batchnorm.clean_sample(x_train, WHITENING_IMAGES, recipe.seed))
 
-        device = describe_device()
+        device, machine = describe_device(), describe_machine()
         print(f"Training {recipe.model} ({model.count_params():,} params) on {device}")
+        print(f"Machine: {machine}")
         if distribution != "none":
             print(
                 f"Data-parallel ({distribution}) on {replicas} replica(s): "
@@ -565,6 +566,7 @@ def train(
             "epoch_count": recipe.epoch_count,  # what the recipe resolved to (its `epochs` may be None)
             "batchnorm_is_fused": recipe.batchnorm_is_fused,  # likewise (its `fused_batchnorm` may be None)
             "device": device,
+            "machine": machine,  # the CPU model: speeds only compare on the same one
             "backend": keras.backend.backend(),
             "keras": keras.__version__,
             "params": model.count_params(),

@@ -76,7 +76,7 @@ def main() -> None:
 
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": speed.describe_machine(),
+        "machine": devices.describe_machine(),
         "device": devices.describe_device(),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),

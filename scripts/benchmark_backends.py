@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cifarsep_lib import speed
+from cifarsep_lib import devices
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = (
@@ -50,7 +50,7 @@ def main() -> None:
 
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": speed.describe_machine(),
+        "machine": devices.describe_machine(),
         "model": args.model,
         "batch_size": 256,
         "backends": {},

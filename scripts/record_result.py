@@ -95,6 +95,10 @@ def main() -> None:
     parser.add_argument(
         "--hardware", help="what the run trained on, where run.json's device does not name it (e.g. 'gpu:0')"
     )
+    parser.add_argument(
+        "--machine",
+        help="the CPU the run trained on (devices.describe_machine()), where run.json predates its 'machine' field",
+    )
     parser.add_argument("--unfinished", action="store_true", help="record a run that has not completed (no run.json)")
     parser.add_argument("--backend", help="the run's Keras backend; needed with --unfinished")
     args = parser.parse_args()
@@ -129,6 +133,7 @@ def main() -> None:
         "conv2d_layers": report["conv2d_layers"],
         "epochs": len(history),
         "hardware": args.hardware or device,
+        "machine": args.machine or (None if args.unfinished else run.get("machine")),
         "backend": backend,
         # Training time summed over epochs (validation passes excluded), and the whole
         # run's wall time including validation and start-up (over all its sessions).

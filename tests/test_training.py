@@ -35,6 +35,7 @@ def test_run_writes_checkpoints_history_and_throughput(tmp_path, fake_cifar):
     assert not (tmp_path / "run" / "backup").exists()  # removed once training completes
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["device"] and run["params"] < 100_000
+    assert run["machine"] == devices.describe_machine()
 
 
 def test_same_seed_gives_same_history(tmp_path, fake_cifar):
@@ -606,17 +607,15 @@ def test_a_time_budget_ends_training_before_the_epoch_cap(tmp_path, fake_cifar, 
     assert points[-1]["train_seconds"] == pytest.approx(trained)
 
 
-def test_describe_machine_names_the_cpu_and_its_avx512(tmp_path):
-    from cifarsep_lib import speed
-
+def test_describe_machine_names_the_cpu_its_model_number_and_its_avx512(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    core = "processor\t: {}\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 {}\n"
+    core = "processor\t: {}\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 {}\n"
     cpuinfo.write_text(core.format(0, "avx512f avx512bw") + "\n" + core.format(1, "avx512f"))
-    described = speed.describe_machine(str(cpuinfo))
-    assert described.endswith(", AMD EPYC, AVX-512") and "cores" in described
-    cpuinfo.write_text(core.format(0, ""))
-    assert speed.describe_machine(str(cpuinfo)).endswith(", AMD EPYC, no AVX-512")
-    assert speed.describe_machine(str(tmp_path / "absent")).endswith(" cores")  # no /proc: no CPU name
+    described = devices.describe_machine(str(cpuinfo))
+    assert described.endswith(", AMD EPYC (family 25, model 17), AVX-512") and "cores" in described
+    cpuinfo.write_text(core.format(0, "").replace("cpu family\t: 25\nmodel\t\t: 17\n", ""))
+    assert devices.describe_machine(str(cpuinfo)).endswith(", AMD EPYC, no AVX-512")  # no numbers: none made up
+    assert devices.describe_machine(str(tmp_path / "absent")).endswith(" cores")  # no /proc: no CPU name
 
 
 def test_describe_cores_counts_the_cores_taskset_leaves(monkeypatch):
