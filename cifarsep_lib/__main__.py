@@ -7,6 +7,8 @@ import dataclasses
 import json
 import sys
 
+AUGMENTATION_OPTIONS = ("translate", "rotate", "erasing", "whole_pixel_shifts", "alternating_flips")
+
 
 def _train(args) -> int:
     from . import training
@@ -14,7 +16,7 @@ def _train(args) -> int:
     fields = {f.name for f in dataclasses.fields(training.Recipe)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     recipe = training.RECIPES[args.recipe](**overrides)
-    test_at = [int(e) for e in args.test_at.split(",")] if args.test_at else []
+    test_at = [int(e) for e in args.test_at.split(",") if e.strip()]  # "50,95," and "" too
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     training.train(
         recipe,
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
         choices=sorted(RECIPES),
         default="series",
         help="series (default): the series' recipe; assignment: the course assignment's (Adam, no augmentation, "
-        "batch 128, 50 epochs, base_model); the options below override either",
+        "batch 128, 50 epochs, base_model); the options below override either, but the augmentation options "
+        "(--translate, --rotate, --erasing, --whole-pixel-shifts, --alternating-flips) apply to the series' only",
     )
     t.add_argument("--model", choices=list(MODELS), help="default: sepnet (base_model with --recipe assignment)")
     t.add_argument(
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
         dest="weight_decay",
         type=float,
         help="decoupled weight decay: each step shrinks the convolution and dense kernels by learning rate x this "
-        "(default 0.0025; 0.0005 until 2026-12-05)",
+        "(default 0.0025, 0.0005 until 2026-12-05; 0 with --recipe assignment)",
     )
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument(
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
         type=int,
         metavar="N",
         help="before each validation, recompute BatchNorm's statistics on N un-augmented training images "
-        "(default 5000; 0: keep the moving averages of training)",
+        "(default 5000, 0 with --recipe assignment; 0: keep the moving averages of training)",
     )
     t.add_argument(
         "--ema",
@@ -214,6 +217,13 @@ def main(argv=None) -> int:
     r.set_defaults(func=_rules)
 
     args = parser.parse_args(argv)
+    if args.command == "train" and args.recipe == "assignment":
+        # The assignment's recipe does not augment, so these would be ignored without a word.
+        given = [f"--{name.replace('_', '-')}" for name in AUGMENTATION_OPTIONS if getattr(args, name) is not None]
+        if given:
+            t.error(
+                f"{', '.join(given)}: the assignment's recipe trains without augmentation (--recipe series augments)"
+            )
     return args.func(args)
 
 

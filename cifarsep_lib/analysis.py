@@ -207,8 +207,8 @@ def input_gradients(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
     Keras 3 has no backend-neutral gradient function, so this is the one place that
     speaks to the backend: TensorFlow's ``GradientTape`` (the series' default backend),
-    with the equivalent for JAX and PyTorch. (Only the TensorFlow branch runs in the
-    series' tests.) Images in a batch do not interact (BatchNorm runs in inference
+    with the equivalent for JAX and PyTorch (all three run in the series' tests, the JAX
+    and PyTorch ones in scripts/test.sh's backend runs). Images in a batch do not interact (BatchNorm runs in inference
     mode), so the gradient of the batch sum is each image's own gradient.
 
     Args:

@@ -146,7 +146,7 @@ def receptive_fields(model, input_size: int = 32) -> list[dict]:
     The rule, layer by layer: ``rf_out = rf_in + (kernel - 1) * jump_in`` and
     ``jump_out = jump_in * stride``. SeparableConv2D, DepthwiseConv2D and Conv2D use their
     kernel, stride and dilation; SpatiallySeparableConv2D (k x 1 then 1 x k) counts as a
-    k x k window with stride 1; max/average pooling use their pool size and stride.
+    k x k window with its stride; max/average pooling use their pool size and stride.
     BatchNorm, activations, Dropout, Normalization, Rescaling, global pooling and Dense
     pass it through (so after global pooling ``rf`` is still that of one position,
     although the average covers the whole image); Add takes the largest of its inputs.

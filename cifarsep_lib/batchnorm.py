@@ -1,13 +1,13 @@
 """BatchNorm statistics recomputed for the weights a model has now ("precise BatchNorm").
 
-In training, a ``BatchNormalization`` layer normalises each batch by that batch's own mean
-and variance, and keeps a moving average of them (momentum 0.9 in the series' networks,
-so mostly the last ten or so batches) to use at inference. Those averages describe the
-network as it was over its last steps, on *augmented* images. While the learning rate is
-high the weights move fast enough that a few steps make a difference: early in a run the
-stored averages cost sepnet up to 16 points of validation accuracy, and even at the end,
-with the rate near zero, recomputing them on clean training images gained the shipped
-SepNets 0.3-1.0 points (``benchmarks/cpu_batchnorm_statistics_2026-11-28.txt``).
+In training, a ``BatchNormalization`` layer normalises each batch by that batch's own mean and
+variance, and keeps a moving average of them (momentum 0.9 in sepnet and its deeper variants,
+so mostly the last ten or so batches; 0.99 in the sepnet_fast family) to use at inference.
+Those averages describe the network as it was over its last steps, on *augmented* images. While
+the learning rate is high the weights move fast enough that a few steps make a difference:
+early in a run the stored averages cost sepnet up to 16 points of validation accuracy, and even
+at the end, with the rate near zero, recomputing them on clean training images gained the
+shipped SepNets 0.3-1.0 points (``benchmarks/cpu_batchnorm_statistics_2026-11-28.txt``).
 
 ``recompute_statistics`` runs clean training images through the model in training mode
 and sets each BatchNorm layer's averages to the mean of the batch statistics it saw; no

@@ -36,7 +36,6 @@ CLASS_NAMES = (
     "truck",
 )
 NUM_CLASSES = 10
-IMAGE_SHAPE = (32, 32, 3)
 
 # Published per-channel statistics of the 50,000 training images (pixels scaled to 0-1).
 TRAIN_MEAN = (0.49139968, 0.48215841, 0.44653091)

@@ -164,7 +164,7 @@ def describe_device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {describe_cores()})"
 
 
-def check_even_split(replicas: int, batch_size: int, n_train: int, n_val: int, val_batch: int = 1000) -> None:
+def check_even_split(replicas: int, batch_size: int, n_train: int, n_val: int, val_batch: int) -> None:
     """Under JAX's DataParallel every batch must split evenly across the devices; fail early if not."""
     sizes = {"batch_size": batch_size, "last training batch": n_train % batch_size or batch_size}
     sizes["last validation batch"] = n_val % val_batch or min(n_val, val_batch)

@@ -12,7 +12,7 @@
   (and, in the second, one BatchNorm per block): more capacity where the compute is.
 * ``sepnet_fast()`` — SepNet's first, shallower version: faster per image, less accurate.
 * ``sepnet_fast_s2()`` — ``sepnet_fast()`` whose stem steps 2 pixels, so that nothing after
-  it runs at 32x32: the fastest per training step on a CPU, a little less accurate per epoch.
+  it runs at 32x32: much faster per training step on a CPU, a little less accurate per epoch.
 * ``sepnet_fast_8x8()`` and ``sepnet_fast_8x8_lean()`` — lighter still at 16x16, for ten-minute
   runs on slower CPUs: no residual block there, and (lean) three elementwise layers fewer.
 * ``mixsepnet()`` — a network for GPUs: three blocks at the full 32x32 resolution and three

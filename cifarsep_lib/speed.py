@@ -35,7 +35,7 @@ def training_throughput(
     image_size: int = 32,
     fused_batchnorm: bool | None = None,
 ) -> float:
-    """Training images/s of ``model_name`` (forward, backward and SGD update; no input pipeline).
+    """Training images/s of ``model_name`` (forward, backward and SGD update; random images, no augmentation).
 
     ``mixed_precision`` uses ``mixed_float16`` on a GPU and ``mixed_bfloat16`` on a CPU.
     ``image_size``: side of the square images (16 measures a progressive-resizing epoch).

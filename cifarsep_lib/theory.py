@@ -136,7 +136,6 @@ def _looks_numeric(text: str) -> bool:
 # The Sobel filter for horizontal changes: a smoothing column [1, 2, 1] times a
 # difference row [-1, 0, 1]. It is exactly rank 1, so a 3x1 then 1x3 convolution computes it.
 SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-SOBEL_Y = SOBEL_X.T.copy()
 
 
 def rank1_approximation(kernel2d) -> tuple[np.ndarray, np.ndarray, float]:

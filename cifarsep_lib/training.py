@@ -96,6 +96,12 @@ class Recipe:
     teachers: tuple[str, ...] = ()
     teacher_weight: float = 0.5
 
+    def __post_init__(self):
+        # A budget of 0 would count as "timed" for the schedule and the epoch cap but as no
+        # budget for TimeBudget: ten thousand epochs at a constant rate.
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be positive (or None for no time budget), not {self.minutes}")
+
     @property
     def epoch_count(self) -> int:
         """Epochs the schedule spans and the run trains at most.
@@ -124,6 +130,7 @@ class Recipe:
 
 
 WHITENING_IMAGES = 5_000  # clean training images whose 2x2 patches set a whitening stem
+VAL_BATCH = 1_000  # validation images per batch (under data parallelism, split across the replicas)
 EPOCH_CAP_UNDER_A_BUDGET = 10_000  # epochs of a time-budgeted run that names none: out of reach, so time ends it
 
 
@@ -335,7 +342,7 @@ def keep_logs_of(out: Path, resumed: LoggedSoFar) -> None:
 def _time_budget(recipe: Recipe, clock: Throughput, train_seconds: float) -> list:
     """``[TimeBudget]`` for a recipe with ``minutes`` (its learning-rate curve for SGD, none
     for Adam's constant rate), ``[]`` for one without."""
-    if not recipe.minutes:
+    if recipe.minutes is None:
         return []
     lr_at = lr_by_fraction(recipe) if recipe.optimizer == "sgd" else None
     return [TimeBudget(60.0 * recipe.minutes, clock, lr_at, train_seconds)]
@@ -510,11 +517,11 @@ def train(
         low_res=low_res,
         flips=flips,
     )
-    val_ds = make_dataset(x_val, y_val, 1000) if len(x_val) else None
+    val_ds = make_dataset(x_val, y_val, VAL_BATCH) if len(x_val) else None
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
     with distribution_scope(distribution) as replicas:
         if replicas > 1 and keras.backend.backend() == "jax":
-            check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val))
+            check_even_split(replicas, recipe.batch_size, len(x_train), len(x_val), VAL_BATCH)
         model = compile_model(cmodels.build(recipe.model, fused_batchnorm=recipe.batchnorm_is_fused), recipe, steps)
         # A whitening stem (models.sepnet_fast_w) is set from clean training images, never trained.
         whitening.adapt_whitening(model, batchnorm.clean_sample(x_train, WHITENING_IMAGES, recipe.seed))
@@ -528,7 +535,7 @@ def train(
                 f"{recipe.batch_size / replicas:g} images per replica per step of {recipe.batch_size}"
             )
         length = f"{recipe.epoch_count} epochs of {steps} steps"
-        if recipe.minutes:
+        if recipe.minutes is not None:
             length = f"{recipe.minutes:g} minutes of training (at most {length})"
         print(f"{len(x_train):,} training / {len(x_val):,} validation images, {length}")
 
@@ -539,7 +546,8 @@ def train(
         )
         if isinstance(train_ds, keras.utils.PyDataset) and train_ds.workers > 1:
             build_before_fit(
-                model, val_ds if val_ds is not None else make_dataset(x_train[:1000], y_train[:1000], 1000)
+                model,
+                val_ds if val_ds is not None else make_dataset(x_train[:VAL_BATCH], y_train[:VAL_BATCH], VAL_BATCH),
             )
 
         start = time.perf_counter()

@@ -7,12 +7,13 @@ Usage:
     # on a GPU, with the backend notebook 04 recommends (measured on an H100: benchmarks/gpu_h100_2026-11-26.txt):
     KERAS_BACKEND=jax python scripts/benchmark.py --steps 200 --time-to 0.84 --epochs 50
 
-Throughputs are measured in this one process, one model after another, on random images
-(model only, no input pipeline), so their ratios compare like with like. Time-to-84% is a
-real training run of the series' recipe (``--time-model``, ``--epochs``) on the full training
-set that evaluates the test set after every epoch and reports the first epoch reaching the
-target (the schedule still runs to its end); the clock counts training time only
-(validation and test passes excluded). Prints one JSON object last.
+Throughputs are measured in this one process, one model after another, on random images (no
+augmentation), so their ratios compare like with like. Time-to-84% is a real training run of
+the series' recipe (``--time-model``, ``--epochs``; BatchNorm's moving averages unless
+``--batchnorm-images`` says otherwise, as in the first benchmark files) on the 45,000 training
+images outside the validation split that evaluates the test set after every epoch and reports
+the first epoch reaching the target (the schedule still runs to its end); the clock counts
+training time only (validation and test passes excluded). Prints one JSON object last.
 """
 
 from __future__ import annotations

@@ -24,9 +24,13 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from cifarsep_lib import data, evaluation, input_pipeline, models, speed, training
+if keras.backend.backend() != "tensorflow":  # checked before importing TensorFlow, which the JAX venv lacks
+    raise SystemExit("tf.data autotuning exists under the TensorFlow backend only")
+
+import tensorflow as tf  # noqa: E402
+
+from cifarsep_lib import data, evaluation, input_pipeline, models, speed, training  # noqa: E402
 
 
 class StepClock(keras.callbacks.Callback):
@@ -69,8 +73,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--pipeline-only", action="store_true", help="time the input pipeline alone (the last part)")
     args = parser.parse_args()
-    if keras.backend.backend() != "tensorflow":
-        raise SystemExit("tf.data autotuning exists under the TensorFlow backend only")
     if not args.pipeline_only:
         time_fit_and_predict(args)
     time_pipeline_alone()

@@ -103,7 +103,7 @@ def main() -> None:
         cells = []
         for r in runs:
             if epoch > len(r["val"]):
-                cells.append(" " * (len(r["name"]) + 23))
+                cells.append(" " * (len(r["name"]) + 22))  # as wide as a filled cell below
                 continue
             point = r["test"].get(epoch)
             test = f"{point['test_accuracy']:7.2%}" if point else f"{'-':>7}"

@@ -89,3 +89,13 @@ def test_selected_takes_the_last_epoch_of_a_run_without_validation(tmp_path, mon
     compare_runs.main()
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == ["# b: epoch 2, test 80.00% (flip-TTA 81.00%)", "# mean 80.00% over 1, range 80.00%-80.00%"]
+
+
+def test_a_run_that_has_ended_leaves_a_blank_as_wide_as_its_cells(tmp_path, monkeypatch, capsys):
+    short = _run(tmp_path / "short", 0.125, [0.5, 0.7], [])
+    long = _run(tmp_path / "long", 0.125, [0.5, 0.7, 0.6], [])
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(short), str(long)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    epoch_2, epoch_3 = (next(line for line in out if line.startswith(f"#     {e} |")) for e in (2, 3))
+    assert epoch_3.index("||") == epoch_2.index("||")  # the long run's column stays in place

@@ -187,8 +187,8 @@ def test_cli_accepts_distribution_flag(monkeypatch):
 
 
 def test_uneven_batches_are_reported_before_jax_data_parallel_training():
-    devices.check_even_split(2, batch_size=64, n_train=256, n_val=100)  # every batch splits: no error
+    devices.check_even_split(2, batch_size=64, n_train=256, n_val=100, val_batch=1000)  # every batch splits: no error
     with pytest.raises(ValueError, match="last training batch"):
-        devices.check_even_split(2, batch_size=64, n_train=255, n_val=100)
+        devices.check_even_split(2, batch_size=64, n_train=255, n_val=100, val_batch=1000)
     with pytest.raises(ValueError, match="batch_size"):
-        devices.check_even_split(4, batch_size=66, n_train=264, n_val=100)
+        devices.check_even_split(4, batch_size=66, n_train=264, n_val=100, val_batch=1000)

@@ -186,6 +186,25 @@ def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
     assert cli.main(["train"]) == 0 and seen["recipe"] == training.Recipe()
 
 
+def test_cli_refuses_augmentation_options_the_assignment_recipe_would_ignore(monkeypatch, capsys):
+    from cifarsep_lib import __main__ as cli
+
+    monkeypatch.setattr(training, "train", lambda recipe, **kw: None)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--recipe", "assignment", "--translate", "0.1", "--alternating-flips"])
+    assert (
+        "--translate, --alternating-flips: the assignment's recipe trains without augmentation"
+        in capsys.readouterr().err
+    )
+    assert cli.main(["train", "--translate", "0.1", "--test-at", "2,4,"]) == 0  # the series' recipe takes them
+
+
+def test_a_time_budget_must_be_positive():
+    with pytest.raises(ValueError, match="minutes must be positive"):
+        training.Recipe(minutes=0)
+    assert training.Recipe(minutes=0.5).epoch_count == training.EPOCH_CAP_UNDER_A_BUDGET
+
+
 def test_cli_accepts_every_model_of_the_series_and_rejects_others(monkeypatch, capsys):
     from cifarsep_lib import __main__ as cli
     from cifarsep_lib import models
