@@ -216,6 +216,15 @@ def test_mixed_depthwise_keeps_first_group_and_convolves_the_others_separately()
         np.testing.assert_allclose(out[..., group], ops.convert_to_numpy(reference(image[..., group])), atol=1e-5)
 
 
+def test_mixed_depthwise_without_a_kept_group_convolves_every_channel():
+    image = np.random.default_rng(1).normal(size=(1, 6, 6, 6)).astype("float32")
+    layer = layers.MixedDepthwiseConv2D(kernels=((3, 1), (5, 1)), keep_first_group=False)
+    out = ops.convert_to_numpy(layer(image))
+    assert out.shape == image.shape and layer.count_params() == 3 * (9 + 25)  # two groups of three channels
+    assert not np.allclose(out[..., :3], image[..., :3])  # no channel passes through
+    assert layers.MixedDepthwiseConv2D.from_config(layer.get_config()).keep_first_group is False
+
+
 def test_mixed_depthwise_needs_equal_groups():
     with pytest.raises(ValueError, match="equal groups"):
         layers.MixedDepthwiseConv2D()(np.zeros((1, 8, 8, 6), "float32"))  # 6 channels, 4 groups
