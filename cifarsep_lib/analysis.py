@@ -205,11 +205,11 @@ def _class_log_prob(model, x, classes):
 def input_gradients(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Gradient of ``log p(classes[i] | x[i])`` with respect to each input image ``x[i]``.
 
-    Keras 3 has no backend-neutral gradient function, so this is the one place that
-    speaks to the backend: TensorFlow's ``GradientTape`` (the series' default backend),
-    with the equivalent for JAX and PyTorch (all three run in the series' tests, the JAX
-    and PyTorch ones in scripts/test.sh's backend runs). Images in a batch do not interact (BatchNorm runs in inference
-    mode), so the gradient of the batch sum is each image's own gradient.
+    Keras 3 has no backend-neutral gradient function, so this is the one place that speaks to
+    the backend: TensorFlow's ``GradientTape`` (the series' default backend), with the
+    equivalent for JAX and PyTorch (all three run in the series' tests, the JAX and PyTorch
+    ones in scripts/test.sh's backend runs). Images in a batch do not interact (BatchNorm runs
+    in inference mode), so the gradient of the batch sum is each image's own gradient.
 
     Args:
         x: float32 images ``(N, H, W, 3)`` as the model takes them (0-255 values).

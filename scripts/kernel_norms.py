@@ -4,12 +4,13 @@ Usage:
     python scripts/kernel_norms.py trained/sepnet_100_wd0025.keras trained/sepnet_60min_fusedbn.keras
 
 Prints, per file, the median L2 norm of the depthwise and of the pointwise kernels of its
-``SeparableConv2D`` layers (each kernel measured on its own). In the series' networks with two
-BatchNorms per residual block (all but the base models, ``sepnet_deep_one_bn`` and
-``sepnet_fast_8x8_lean``) a BatchNorm follows every one of them, so scaling either kernel
-leaves the network's output unchanged; what the scale changes is training: a gradient step turns a kernel of norm
-``n`` about ``1 / n**2`` as far, so weight decay, by keeping kernels short, sets the
-effective learning rate (benchmarks/README.md, "Five times the weight decay").
+``SeparableConv2D`` layers (each kernel measured on its own). In the series' residual networks
+a BatchNorm follows every one of them (except in ``sepnet_deep_one_bn`` and
+``sepnet_fast_8x8_lean``, where a block's second convolution feeds the addition directly), so
+scaling either kernel leaves the network's output unchanged; what the scale changes is
+training: a gradient step turns a kernel of norm ``n`` about ``1 / n**2`` as far, so weight
+decay, by keeping kernels short, sets the effective learning rate (benchmarks/README.md, "Five
+times the weight decay").
 """
 
 from __future__ import annotations
