@@ -8,6 +8,7 @@ import json
 import sys
 
 AUGMENTATION_OPTIONS = ("translate", "rotate", "erasing", "whole_pixel_shifts", "alternating_flips")
+AUGMENTATION_FLAGS = {name: f"--{name.replace('_', '-')}" for name in AUGMENTATION_OPTIONS}
 
 
 def _train(args) -> int:
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         default="series",
         help="series (default): the series' recipe; assignment: the course assignment's (Adam, no augmentation, "
         "batch 128, 50 epochs, base_model); the options below override either, but the augmentation options "
-        "(--translate, --rotate, --erasing, --whole-pixel-shifts, --alternating-flips) apply to the series' only",
+        f"({', '.join(AUGMENTATION_FLAGS.values())}) apply to the series' only",
     )
     t.add_argument("--model", choices=list(MODELS), help="default: sepnet (base_model with --recipe assignment)")
     t.add_argument(
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and args.recipe == "assignment":
         # The assignment's recipe does not augment, so these would be ignored without a word.
-        given = [f"--{name.replace('_', '-')}" for name in AUGMENTATION_OPTIONS if getattr(args, name) is not None]
+        given = [flag for name, flag in AUGMENTATION_FLAGS.items() if getattr(args, name) is not None]
         if given:
             t.error(
                 f"{', '.join(given)}: the assignment's recipe trains without augmentation (--recipe series augments)"
