@@ -77,6 +77,12 @@ def test_shipped_model_obeys_rules_and_has_its_evidence(entry):
     assert command.startswith("python -m cifarsep_lib train")
 
 
+@pytest.mark.parametrize("entry", RESULTS, ids=lambda e: e["name"])
+def test_entry_names_the_network_its_command_trains(entry):
+    """results.json's ``model`` colours the runs in chapter 04's plots: it must be the command's network."""
+    assert entry["model"] == _model_of(entry)
+
+
 def _recipe_of(entry, monkeypatch):
     """The ``training.Recipe`` the entry's recorded command gives today, read by the real command line."""
     from cifarsep_lib import __main__ as cli
