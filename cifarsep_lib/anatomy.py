@@ -160,8 +160,8 @@ def layer_costs(model, input_size: int = 32) -> list[dict]:
     Returns one dict per layer: ``name``, ``type``, ``output_shape``, ``params``,
     ``mult_adds`` (multiply-adds of convolutions and Dense layers; 0 elsewhere) and
     ``activations`` (values in the layer's output: the elementwise work of BatchNorm,
-    ReLU, Dropout, Add... is proportional to it). Convolutions are counted as with
-    ``"same"`` padding (the only kind the series uses).
+    ReLU, Dropout, Add... is proportional to it). Convolutions are counted at the
+    positions of their real outputs, whatever their padding.
     """
     rows = []
     for layer, row, in_row in _walk(model, input_size):
@@ -178,8 +178,10 @@ def layer_costs(model, input_size: int = 32) -> list[dict]:
         elif isinstance(layer, keras.layers.Conv2D):
             mult_adds = out_positions * taps * c_in * c_out
         elif isinstance(layer, SpatiallySeparableConv2D):
-            # The k x 1 step strides only down the rows, so it runs at s times the output's positions.
-            mult_adds = out_positions * layer.kernel_size * layer.mid_filters * (layer.strides * c_in + c_out)
+            # The k x 1 step strides only down the rows: it runs at the output's rows times the
+            # input's columns, the 1 x k step at the output's positions.
+            k1_positions = row["size"] * in_row["size"]
+            mult_adds = layer.kernel_size * layer.mid_filters * (k1_positions * c_in + out_positions * c_out)
         elif isinstance(layer, keras.layers.Dense):
             mult_adds = c_in * c_out
         rows.append(

@@ -210,11 +210,17 @@ def train_val_split(x, y, val_size: int = 5_000, seed: int = 0):
     """Carve a seeded, class-stratified validation split from the training set.
 
     Returns ``(x_train, y_train), (x_val, y_val)``; with the default 5,000 images the
-    split is 45,000 / 5,000 with exactly 500 validation images per class.
+    split is 45,000 / 5,000 with exactly 500 validation images per class. ``val_size``
+    must be a multiple of the number of classes (0 holds nothing out).
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(y).reshape(-1)
     classes = np.unique(labels)
+    if val_size < 0 or val_size % len(classes):
+        # Rounding down would quietly validate on fewer images, or on none at all.
+        raise ValueError(
+            f"val_size must be a multiple of the {len(classes)} classes (the split is stratified), got {val_size}"
+        )
     per_class = val_size // len(classes)
     val_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
     val_idx = rng.permutation(val_idx)

@@ -27,10 +27,15 @@ def iter_layers(model):
         yield from iter_layers(layer)
 
 
+# A stride-1 Conv2DTranspose is a full k x k convolution too, and in Keras 3 it is not a
+# subclass of Conv2D, so it is named here; SeparableConv2D and DepthwiseConv2D are not
+# subclasses of Conv2D either, and they are what the rules allow.
+FULL_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+
+
 def conv2d_layers(model) -> list[str]:
-    """Names of the ``Conv2D`` layers inside ``model`` (``SeparableConv2D`` and
-    ``DepthwiseConv2D`` are not subclasses of ``Conv2D`` in Keras 3, so they do not count)."""
-    return [layer.name for layer in iter_layers(model) if isinstance(layer, keras.layers.Conv2D)]
+    """Names of the full 2-D convolutions (``Conv2D``, ``Conv2DTranspose``) inside ``model``."""
+    return [layer.name for layer in iter_layers(model) if isinstance(layer, FULL_CONVOLUTIONS)]
 
 
 @dataclasses.dataclass

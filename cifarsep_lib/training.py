@@ -252,6 +252,15 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
     return model
 
 
+def diverged(loss: float, model: keras.Model) -> bool:
+    """Whether a run has blown up: its last loss, or any of ``model``'s weights, is NaN or infinite.
+
+    Keras' ``TerminateOnNaN`` stops on an infinite loss as well as on NaN, and the weights can
+    overflow while the logged loss is still finite (``callbacks.SafeCheckpoint``).
+    """
+    return not np.isfinite(loss) or not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
 def check_writable(out_dir: Path, needed_bytes: int = 50_000_000) -> None:
     """Fail before training if ``out_dir`` cannot hold checkpoints (not writable, or disk full)."""
     probe = out_dir / ".write_probe"
@@ -560,9 +569,9 @@ def train(
             shuffle=False,  # the input pipeline shuffles, seeded
         )
         wall = time.perf_counter() - start
-        if np.isnan(history.history.get("loss", [0.0])[-1]):
+        if diverged(history.history.get("loss", [0.0])[-1], model):
             raise FloatingPointError(
-                f"training diverged (loss became NaN) at epoch {len(history.history['loss'])}; "
+                f"training diverged (loss or weights not finite) at epoch {len(history.history['loss'])}; "
                 f"the best checkpoint so far is {out / 'best.keras'}. Try a lower --peak-lr."
             )
         model.save(out / "final.keras")

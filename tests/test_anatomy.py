@@ -96,6 +96,15 @@ def test_strided_spatially_separable_receptive_field_and_cost():
     assert stem["mult_adds"] == 16 * 32 * 3 * 3 * 32 + 16 * 16 * 3 * 32 * 32
 
 
+def test_valid_padding_spatially_separable_cost_counts_real_positions():
+    # 8x8x3 in, valid padding: the 3x1 step (3 -> 4 channels) gives 6x8, the 1x3 step (4 -> 5) 6x6.
+    inputs = keras.Input(shape=(8, 8, 3))
+    model = keras.Model(inputs, SpatiallySeparableConv2D(5, 3, mid_filters=4, padding="valid")(inputs))
+    row = anatomy.layer_costs(model, input_size=8)[-1]
+    assert row["output_shape"] == (6, 6, 5)
+    assert row["mult_adds"] == 6 * 8 * 3 * 3 * 4 + 6 * 6 * 3 * 4 * 5
+
+
 def test_unknown_spatial_layer_is_refused():
     inputs = keras.Input(shape=(None, None, 3))
     model = keras.Model(inputs, layers.UpSampling2D()(inputs))

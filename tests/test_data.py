@@ -89,11 +89,21 @@ def test_split_is_seeded_stratified_and_disjoint():
     np.testing.assert_array_equal(xv, xv2)
 
 
+@pytest.mark.parametrize("val_size", [5, 105, -10])
+def test_split_refuses_a_size_it_cannot_stratify(val_size):
+    """Rounding down would validate on 100 images for 105, and on none at all for 5."""
+    x = np.arange(1000).reshape(-1, 1)
+    y = np.repeat(np.arange(10), 100).reshape(-1, 1)
+    with pytest.raises(ValueError, match="multiple of the 10 classes"):
+        data.train_val_split(x, y, val_size=val_size)
+
+
 def test_real_copy_loads_with_published_statistics(data_dir):
     (x_train, y_train), (x_test, _) = data.load_cifar10(data_dir)
     assert x_train.shape == (50_000, 32, 32, 3) and x_test.shape == (10_000, 32, 32, 3)
-    mean = x_train.reshape(-1, 3).mean(axis=0) / 255
-    np.testing.assert_allclose(mean, data.TRAIN_MEAN, atol=1e-6)
+    pixels = x_train.reshape(-1, 3).astype("float64") / 255
+    np.testing.assert_allclose(pixels.mean(axis=0), data.TRAIN_MEAN, atol=1e-6)
+    np.testing.assert_allclose(pixels.std(axis=0), data.TRAIN_STD, atol=1e-6)
 
 
 def test_download_uses_official_archive_and_hash(monkeypatch, tmp_path):

@@ -129,6 +129,23 @@ def test_rules_find_conv2d_in_nested_models():
         rules.check_rules(outer, verbose=False)
 
 
+def test_rules_find_a_conv2d_held_by_a_custom_layer_and_a_transposed_one():
+    class Holder(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3, padding="same", name="held_conv")
+
+        def call(self, x):
+            return self.conv(x)
+
+    inputs = keras.Input((8, 8, 3))
+    assert rules.conv2d_layers(keras.Model(inputs, Holder()(inputs))) == ["held_conv"]
+    # A stride-1 Conv2DTranspose is a full 3x3 convolution, though not a Conv2D subclass.
+    transposed = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2DTranspose(4, 3, name="tconv")])
+    with pytest.raises(rules.RulesViolation, match="tconv"):
+        rules.check_rules(transposed, verbose=False)
+
+
 def test_rules_reject_too_many_parameters():
     big = keras.Sequential([keras.Input((100,)), keras.layers.Dense(1000)])
     with pytest.raises(rules.RulesViolation, match="parameters"):
