@@ -389,6 +389,33 @@ def test_diverging_run_stops_with_advice_and_never_checkpoints_nan_weights(tmp_p
     assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in best.weights)
 
 
+def test_diverged_sees_an_infinite_loss_and_overflowed_weights():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert not training.diverged(0.5, model)
+    assert training.diverged(float("inf"), model) and training.diverged(float("nan"), model)
+    model.layers[0].kernel.assign(np.array([[np.inf], [0.0]], "float32"))
+    assert training.diverged(0.5, model)
+
+
+def test_recipe_optimizer_is_nesterov_sgd_decaying_kernels_only_with_smoothed_labels():
+    """What every shipped run of the series' recipe trained with: Nesterov SGD, weight decay on
+    the convolution and dense kernels but not on BatchNorm's scale and shift or on biases, and
+    label smoothing."""
+    from cifarsep_lib import models
+
+    recipe = training.Recipe()
+    model = training.compile_model(models.build("sepnet_fast"), recipe, steps_per_epoch=10)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+    assert optimizer.momentum == pytest.approx(recipe.momentum)
+    assert optimizer.weight_decay == pytest.approx(recipe.weight_decay) and recipe.weight_decay > 0
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(recipe.label_smoothing)
+    assert recipe.label_smoothing > 0
+    decayed = {w.path for w in model.trainable_weights if optimizer._use_weight_decay(w)}
+    kernels = {w.path for w in model.trainable_weights if w.path.endswith("kernel")}
+    assert decayed == kernels and len(kernels) < len(model.trainable_weights)
+
+
 def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, fake_cifar):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -526,7 +553,12 @@ def test_auto_jit_compile_resolves_per_backend_instead_of_reading_as_true(monkey
     from cifarsep_lib import models, speed
 
     model = training.compile_model(models.build("sepnet_fast"), training.Recipe(), 10)
-    expected = keras.backend.backend() == "jax"  # Keras: off on CPU-only TensorFlow and for PyTorch
+    # Keras: on under JAX, and under TensorFlow where it has an accelerator; off on a CPU-only
+    # TensorFlow machine and for PyTorch.
+    from cifarsep_lib import devices
+
+    backend = keras.backend.backend()
+    expected = backend == "jax" or (backend == "tensorflow" and bool(devices.accelerators()))
     assert model.jit_compile is expected
     assert (
         training.compile_model(models.build("sepnet_fast"), training.Recipe(), 10, jit_compile=False).jit_compile

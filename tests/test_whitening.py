@@ -49,6 +49,13 @@ def test_fewer_filters_keep_the_components_with_most_variance():
     full = ops.convert_to_numpy(_adapted(images, 24)(images))
     few = ops.convert_to_numpy(_adapted(images, 8)(images))
     np.testing.assert_allclose(np.abs(few[..., :4]), np.abs(full[..., :4]), atol=1e-4)
+    # Which components those are, found without principal_components: each kept filter is
+    # v / sqrt(variance + epsilon) with |v| = 1, so 1 / |filter|^2 - epsilon is its variance,
+    # and the four kept must be the four largest, largest first.
+    patches = whitening.patch_vectors(images.astype("float64"), 2)
+    largest = np.linalg.eigvalsh(np.cov(patches.T, bias=True))[::-1][:4]
+    kept = ops.convert_to_numpy(_adapted(images, 8).pointwise_kernel)[0, 0, :, :4]
+    np.testing.assert_allclose(1 / np.sum(kept.astype("float64") ** 2, axis=0) - 1e-6, largest, rtol=1e-4)
 
 
 def test_filters_must_be_even_and_fit_the_patch():
