@@ -19,13 +19,18 @@ def test_base_model_parameter_counts_match_the_assignment():
 
 def test_base_model_layer_order_and_shapes():
     model = models.base_model()
-    convs = [
-        (layer.name, layer.output.shape[1:]) for layer in model.layers if "conv" in layer.name or "trans" in layer.name
-    ]
-    assert [name for name, _ in convs] == [
-        "sepconv1", "sepconv2", "sepconv3", "trans1", "sepconv4",
-        "sepconv5", "sepconv6", "sepconv7", "sepconv_out",
-    ]  # fmt: skip
+    names = [layer.name for layer in model.layers if "conv" in layer.name or "trans" in layer.name]
+    # The model takes any image size; its shapes on a 32x32 image: three layers at full
+    # resolution, the transition after the first pooling, the last three after the second.
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
+    outputs = probe(np.zeros((1, 32, 32, 3), "float32"))
+    shapes = {name: tuple(out.shape[1:]) for name, out in zip(names, outputs, strict=True)}
+    assert shapes == {
+        "sepconv1": (32, 32, 64), "sepconv2": (32, 32, 64), "sepconv3": (32, 32, 96),
+        "trans1": (16, 16, 32), "sepconv4": (16, 16, 32), "sepconv5": (16, 16, 64),
+        "sepconv6": (8, 8, 32), "sepconv7": (8, 8, 192), "sepconv_out": (8, 8, 10),
+    }  # fmt: skip
+    assert list(shapes) == names  # in this order
     assert model.get_layer("trans1").__class__ is keras.layers.Conv2D
     out = model(np.zeros((2, 32, 32, 3), "float32"))
     assert out.shape == (2, 10)
