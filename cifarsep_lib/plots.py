@@ -37,7 +37,9 @@ _CHANNEL_COLORS = ("tab:red", "tab:green", "tab:blue")
 _CHANNEL_NAMES = ("red", "green", "blue")
 
 
-def class_samples_grid(images, labels, class_names=None, per_class: int = 8, classes=None, seed: int = 0, size=1.1):
+def class_samples_grid(
+    images, labels, class_names=None, per_class: int = 8, classes=None, seed: int = 0, size=1.1, title=None
+):
     """One row per class of ``per_class`` random images of that class, the class name on the left.
 
     Args:
@@ -47,6 +49,7 @@ def class_samples_grid(images, labels, class_names=None, per_class: int = 8, cla
         per_class: images per row.
         classes: the classes to show, in order (default: all classes present).
         seed: which images are drawn (the draw is reproducible).
+        title: the figure's title, if any.
     """
     from .data import CLASS_NAMES
 
@@ -67,6 +70,8 @@ def class_samples_grid(images, labels, class_names=None, per_class: int = 8, cla
             if j < len(picked):
                 ax.imshow(images[picked[j]], interpolation="nearest")
         axes[r, 0].set_ylabel(names[c], rotation=0, ha="right", va="center", fontsize=10)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout(pad=0.3)
     return fig
 

@@ -36,7 +36,8 @@ def test_image_grid_keeps_its_signature(toy):
 
 def test_class_samples_grid_has_one_row_per_class(toy):
     images, labels = toy
-    fig = plots.class_samples_grid(images, labels, class_names=("x", "y", "z"), per_class=3)
+    fig = plots.class_samples_grid(images, labels, class_names=("x", "y", "z"), per_class=3, title="toy")
+    assert fig._suptitle.get_text() == "toy"
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 9
     assert [fig.axes[r * 3].get_ylabel() for r in range(3)] == ["x", "y", "z"]

@@ -143,6 +143,24 @@ def test_spatially_separable_layer_is_conv_with_outer_product_kernel():
 # ---------------------------------------------------------------- figures
 
 
+@pytest.mark.parametrize(
+    ("spec", "pixels"),
+    [
+        (None, 10),  # the default: 3 + 2 (conv) + 1 (pool 2) + 2 x 2 (conv after the stride) = 10
+        ((("conv 5", 5, 1),), 5),
+        ((("conv 3", 3, 2), ("conv 3", 3, 1)), 7),  # 3, then 2 more taps 2 pixels apart
+    ],
+)
+def test_receptive_field_figure_traces_the_hand_counted_field(spec, pixels):
+    import matplotlib.pyplot as plt
+
+    fig = theory.plot_receptive_field_1d() if spec is None else theory.plot_receptive_field_1d(spec)
+    ax = fig.axes[0]
+    assert ax.get_title() == f"one value at the top sees {pixels} input pixels"
+    assert f"RF {pixels}," in [t.get_text() for t in ax.texts][-1]  # the top level's annotation
+    plt.close(fig)
+
+
 def test_figures_are_returned():
     import matplotlib.pyplot as plt
 
