@@ -31,7 +31,8 @@ def paired(names: list[str], rounds: int) -> None:
     built = {}
     for name in names:
         built[name] = models.build(name)
-        built[f"{name}+fusedbn"] = models.build(name, fused_batchnorm=True)
+        if models.has_fused_batchnorm_variant(name):  # the base models have none
+            built[f"{name}+fusedbn"] = models.build(name, fused_batchnorm=True)
     times = speed.paired_step_times(built, rounds=rounds)
     print("\n".join(speed.paired_step_table(built, times)))
 

@@ -9,7 +9,7 @@ VENV=${1:-.venv}
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
+  SUDO="sudo -n"  # fail (test.sh then skips the JupyterLab test) rather than wait for a password
 fi
 if [ ! -x /usr/bin/chromium ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q

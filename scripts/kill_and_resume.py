@@ -52,6 +52,8 @@ def kill_and_resume(out: Path, delay: float, env: dict) -> bool:
     run = subprocess.Popen(train_command(out), **quiet)
     first_backup = out / "backup" / training.BACKUP_METADATA
     while not first_backup.is_file():
+        if run.poll() is not None:  # its output goes nowhere: say so rather than wait forever
+            raise SystemExit(f"training exited with {run.returncode} before its first backup")
         time.sleep(0.05)
     time.sleep(delay)
     os.kill(run.pid, signal.SIGKILL)

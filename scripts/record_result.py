@@ -104,6 +104,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.unfinished and not (args.log and args.backend):
         parser.error("--unfinished needs --log (for the device and wall time) and --backend")
+    if not args.unfinished and not (args.run_dir / "run.json").is_file():
+        # Checked before anything is copied into trained/, so a mistake leaves nothing behind.
+        parser.error(f"no {args.run_dir / 'run.json'}: the run has not finished; record it with --unfinished")
 
     TRAINED.mkdir(exist_ok=True)
     model_file = TRAINED / f"{args.name}.keras"
@@ -136,7 +139,7 @@ def main() -> None:
         "machine": args.machine or (None if args.unfinished else run.get("machine")),
         "backend": backend,
         # Training time summed over epochs (validation passes excluded), and the whole
-        # run's wall time including validation and start-up (over all its sessions).
+        # run's wall time of model.fit, validation included, start-up not (over all its sessions).
         "train_seconds": round(sum(row["epoch_seconds"] for row in history), 1),
         "wall_seconds": round(wall, 1),
         "sessions": sessions,

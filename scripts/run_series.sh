@@ -20,7 +20,7 @@ for nb in notebooks/0*.ipynb; do
   name=$(basename "$nb")
   params=()
   case "$name" in
-    04_*) params=("${quick[@]}") ;;
+    04_*) params=(${quick[@]+"${quick[@]}"}) ;;  # the guarded form: bash 3.2 (macOS) and set -u
     05_*) [ ${#quick[@]} -gt 0 ] && params=(-p max_test_images 2000) ;;
   esac
   echo "== $name"

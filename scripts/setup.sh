@@ -11,5 +11,7 @@ fi
 # requirements-lock.txt pins every package to the version CI ran, so a new TensorFlow
 # release cannot break the notebooks behind your back.
 .venv/bin/python -m pip install -q -c requirements-lock.txt -e ".[tensorflow,notebooks,test]"
-.venv/bin/python -m ipykernel install --user --name python3 >/dev/null 2>&1 || true
+# The kernel goes into .venv, not the user's folder: a --user "python3" kernel would replace
+# the one every other Jupyter on the machine starts, and break when this clone moves.
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null 2>&1 || true
 echo "cifarsep installed in .venv ($(.venv/bin/python -c 'import keras; print("Keras", keras.__version__)'))"

@@ -1,5 +1,6 @@
 """scripts/record_result.py: the log it ships is readable, and a resumed run's wall time covers every session."""
 
+import pytest
 from conftest import load_script
 
 record_result = load_script("record_result")
@@ -75,3 +76,17 @@ def test_logs_of_runs_without_validation_keep_and_count_their_epoch_lines():
     assert record_result.clean_log(raw) == "\n".join(["Epoch 1/9", no_val.format(s=90), "Epoch 2/9", cut_short, ""])
     resumed = ["Epoch 1/9", no_val.format(s=90), "Resuming after epoch 1", "Epoch 2/9", no_val.format(s=80)]
     assert record_result.earlier_sessions("\n".join(resumed)) == (1, 90.0)
+
+
+def test_a_run_without_run_json_is_refused_before_anything_is_copied(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.keras").write_text("not a model")
+    trained = tmp_path / "trained"
+    monkeypatch.setattr(record_result, "TRAINED", trained)
+    command = "python -m cifarsep_lib train"
+    monkeypatch.setattr("sys.argv", ["record_result.py", str(run_dir), "x", "--command", command])
+    with pytest.raises(SystemExit) as refused:
+        record_result.main()
+    assert refused.value.code == 2  # argparse's usage error
+    assert not trained.exists()
