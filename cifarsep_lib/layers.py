@@ -215,11 +215,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Used only where it computes the same thing as the parent: TensorFlow backend,
     training mode, 4-D float32 channels-last inputs, no mask, no renorm or
-    synchronisation, with both scale and centre. Everything else (inference, other
-    backends) is the parent's code; under XLA (``jit_compile``) the fused kernel is
-    used as well. Outputs,
-    gradients and moving statistics match the parent's to float32 rounding; weights and
-    config are the parent's, so a trained model's weights load into either.
+    synchronisation, with both scale and centre (under XLA, ``jit_compile``, too).
+    Everything else (inference, other backends) is the parent's code. Outputs, gradients
+    and moving statistics match the parent's to float32 rounding; weights and config are
+    the parent's, so a trained model's weights load into either.
     """
 
     def _fusable(self, inputs, training, mask) -> bool:
