@@ -195,6 +195,15 @@ class BackupAfterLogs(keras.callbacks.BackupAndRestore):
                 self.ema._swap_variables()
 
 
+def diverged(loss: float, model: keras.Model) -> bool:
+    """Whether a run has blown up: its loss, or any of ``model``'s weights, is NaN or infinite.
+
+    Keras' ``TerminateOnNaN`` stops on an infinite loss as well as on NaN, and the weights can
+    overflow while the logged loss is still finite (see ``SafeCheckpoint``).
+    """
+    return not np.isfinite(loss) or not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
 class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
     """``ModelCheckpoint`` that never overwrites the last good file with a diverged (NaN) model.
 
@@ -206,8 +215,6 @@ class SafeCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and not np.isfinite(logs.get("loss", 0.0)):
-            return
-        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
+        if diverged((logs or {}).get("loss", 0.0), self.model):
             return
         super().on_epoch_end(epoch, logs)

@@ -35,7 +35,15 @@ import numpy as np
 from . import batchnorm, distillation, evaluation, whitening
 from . import data as cdata
 from . import models as cmodels
-from .callbacks import BackupAfterLogs, SafeCheckpoint, SwapEMAWeights, TestAccuracyAt, Throughput, TimeBudget
+from .callbacks import (
+    BackupAfterLogs,
+    SafeCheckpoint,
+    SwapEMAWeights,
+    TestAccuracyAt,
+    Throughput,
+    TimeBudget,
+    diverged,
+)
 from .devices import check_even_split, describe_device, describe_machine, distribution_kind, distribution_scope
 from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
 
@@ -250,15 +258,6 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int, jit_
         jit_compile=jit_compile,
     )
     return model
-
-
-def diverged(loss: float, model: keras.Model) -> bool:
-    """Whether a run has blown up: its last loss, or any of ``model``'s weights, is NaN or infinite.
-
-    Keras' ``TerminateOnNaN`` stops on an infinite loss as well as on NaN, and the weights can
-    overflow while the logged loss is still finite (``callbacks.SafeCheckpoint``).
-    """
-    return not np.isfinite(loss) or not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
 def check_writable(out_dir: Path, needed_bytes: int = 50_000_000) -> None:
