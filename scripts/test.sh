@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up, then run everything CI checks: lint, unit tests, every notebook headless
-# (papermill) and against its committed outputs (nbval), the shipped models'
-# re-evaluation, the JAX-without-TensorFlow smoke test and the JupyterLab browser test.
+# (papermill), notebooks 01-03 against their committed outputs (nbval), the shipped
+# models' re-evaluation, the backend tests under JAX (without TensorFlow) and PyTorch in
+# .venv-jax/.venv-torch, and the JupyterLab browser test (Chromium and Playwright; each
+# extra is skipped if it cannot be installed).
 # Usage: bash scripts/test.sh      (CIFARSEP_DATA defaults to ../shared/cifar10 when it exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
