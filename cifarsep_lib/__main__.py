@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-AUGMENTATION_OPTIONS = ("translate", "rotate", "erasing", "whole_pixel_shifts", "alternating_flips")
+AUGMENTATION_OPTIONS = ("translate", "rotate", "erasing", "whole_pixel_shifts", "alternating_flips", "mixup")
 AUGMENTATION_FLAGS = {name: f"--{name.replace('_', '-')}" for name in AUGMENTATION_OPTIONS}
 
 
@@ -130,6 +130,12 @@ def main(argv=None) -> int:
         type=float,
         metavar="P",
         help="augment by erasing a random rectangle of each training image with probability P (e.g. 0.5)",
+    )
+    t.add_argument(
+        "--mixup",
+        type=float,
+        metavar="ALPHA",
+        help="blend training images and their labels in pairs (MixUp), weights drawn from Beta(ALPHA, ALPHA), e.g. 0.2",
     )
     t.add_argument(
         "--batchnorm-images",

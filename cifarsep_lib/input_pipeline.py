@@ -2,7 +2,8 @@
 
 ``make_dataset`` is what ``training.train`` feeds to ``fit`` and ``evaluate``: a ``tf.data``
 pipeline under TensorFlow, an ``AugmentedBatches`` (a ``keras.utils.PyDataset``) doing the
-same work under JAX or PyTorch. ``augmentation`` builds the random flips and shifts (Keras preprocessing layers).
+same work under JAX or PyTorch. ``augmentation`` builds the random flips and shifts (Keras preprocessing layers);
+``mixing`` builds MixUp, which blends images and their labels in pairs.
 Two callbacks steer the pipeline epoch by epoch: ``AlternatingFlip`` (each image flipped every
 other epoch) and ``LowResolutionStart`` (progressive resizing); pass them both to
 ``make_dataset`` and to ``fit``.
@@ -165,6 +166,25 @@ class LowResolutionStart(keras.callbacks.Callback):
         return tf.cond(self._tf_flag, small, lambda: images)
 
 
+def mixing(alpha: float, seed: int | None = None) -> keras.layers.MixUp | None:
+    """Keras' ``MixUp``: each training image blended with another of its batch, and its label with the other's
+    by the same weight, drawn from Beta(``alpha``, ``alpha``) (small ``alpha``: mostly one image). None for 0.
+
+    The network then sees mixtures it must score in proportion, which discourages confident
+    answers between the training images (Zhang et al. 2018); xvel/cifar10-tiniest uses it. Training
+    accuracy, measured against the mixed labels' larger part, reads lower than without it.
+    """
+    return keras.layers.MixUp(alpha=alpha, seed=seed) if alpha else None
+
+
+def _mixed(mixer, images, labels):
+    """``(images, labels)`` blended by ``mixer`` (a ``MixUp`` layer), or as they are for None."""
+    if mixer is None:
+        return images, labels
+    out = mixer({"images": images, "labels": labels}, training=True)
+    return out["images"], out["labels"]
+
+
 def one_hot(labels) -> np.ndarray:
     """Integer labels, of shape ``(N,)`` or ``(N, 1)`` as CIFAR-10 stores them, as float32
     one-hot rows ``(N, 10)``: the targets label smoothing needs (it smooths one-hot targets).
@@ -185,7 +205,8 @@ class AugmentedBatches(keras.utils.PyDataset):
     each batch: called eagerly, as here, every call pays a fixed cost per operation (on a
     GPU: launching a dozen small kernels, waiting for them, copying the result back), and
     a few large calls per epoch pay it far less often than one call per batch. Every image
-    still gets its own random flip and shift.
+    still gets its own random flip and shift, and ``mixer`` (MixUp) blends each with another
+    image of its chunk.
 
     With ``workers > 1`` Keras prepares batches in that many threads while the model
     trains on earlier ones. The augmentation layers draw their random transforms from one
@@ -204,9 +225,11 @@ class AugmentedBatches(keras.utils.PyDataset):
         chunk_size: int = 4096,
         low_res=None,
         flips=None,
+        mixer=None,
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.y, self.batch_size, self.low_res, self.flips = x, one_hot(y), batch_size, low_res, flips
+        self.mixer = mixer
         self.augmenter, self.shuffle, self.rng = augmenter, shuffle, np.random.default_rng(seed)
         # Whole batches per chunk, so that no batch straddles two chunks.
         self.chunk_batches = max(1, chunk_size // batch_size)
@@ -231,16 +254,19 @@ class AugmentedBatches(keras.utils.PyDataset):
                     images = self.flips.flip(images, idx)
                 if self.augmenter is not None:
                     images = keras.ops.convert_to_numpy(self.augmenter(images, training=True))
+                # The labels are taken with the images, so a new epoch's order cannot mismatch them.
+                labels = self.y[idx]
+                if self.mixer is not None:
+                    images, labels = (keras.ops.convert_to_numpy(t) for t in _mixed(self.mixer, images, labels))
                 if self.low_res is not None:
                     images = self.low_res.downscale(images)
-                # The labels are taken with the images, so a new epoch's order cannot mismatch them.
-                self._chunks[c] = (images, self.y[idx])
+                self._chunks[c] = (images, labels)
                 for old in [k for k in self._chunks if k < c - 1]:  # keep memory to two chunks
                     del self._chunks[old]
             return self._chunks[c]
 
     def __getitem__(self, i):
-        if self.augmenter is None and self.flips is None:
+        if self.augmenter is None and self.flips is None and self.mixer is None:
             idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.x[idx].astype("float32")
             return (self.low_res.downscale(images) if self.low_res is not None else images), self.y[idx]
@@ -278,13 +304,15 @@ def make_dataset(
     workers: int = 1,
     low_res=None,
     flips=None,
+    mixer=None,
 ):
     """Batches of ``(float32 images 0-255, one-hot labels)`` for ``fit``/``evaluate``.
 
     ``low_res``: a ``LowResolutionStart`` callback that downscales the (augmented) batches
     while it is active; ``flips``: an ``AlternatingFlip`` callback that flips the images
     before ``augmenter`` (which should then not flip them again). Pass the same callbacks
-    to ``fit``.
+    to ``fit``. ``mixer``: a ``MixUp`` layer (see ``mixing``) that blends the augmented
+    images and their labels in pairs.
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step) with tf.data's autotuning switched off,
@@ -308,7 +336,11 @@ def make_dataset(
         ds = ds.batch(batch_size).map(as_float)
         if augmenter is not None:
             ds = ds.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        if mixer is not None:
+            ds = ds.map(lambda a, b: _mixed(mixer, a, b), num_parallel_calls=tf.data.AUTOTUNE)
         if low_res is not None:
             ds = ds.map(lambda a, b: (low_res.downscale_tf(a), b), num_parallel_calls=tf.data.AUTOTUNE)
         return cdata.without_autotune(ds.prefetch(tf.data.AUTOTUNE))
-    return AugmentedBatches(x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res, flips=flips)
+    return AugmentedBatches(
+        x, y, batch_size, augmenter, shuffle, seed, workers, low_res=low_res, flips=flips, mixer=mixer
+    )

@@ -45,7 +45,7 @@ from .callbacks import (
     diverged,
 )
 from .devices import check_even_split, describe_device, describe_machine, distribution_kind, distribution_scope
-from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset
+from .input_pipeline import AlternatingFlip, LowResolutionStart, augmentation, build_before_fit, make_dataset, mixing
 
 
 @dataclasses.dataclass
@@ -76,6 +76,7 @@ class Recipe:
     whole_pixel_shifts: bool = False  # True: shifts by whole pixels (pad-and-crop); False: bilinear, fractional
     erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
     alternating_flips: bool = False  # True: each image flipped every other epoch (AlternatingFlip), not at random
+    mixup: float = 0.0  # MixUp's alpha: training images and labels blended in pairs (input_pipeline.mixing; 0: none)
     # 0: no validation split; train on all 50,000 images and keep the last epoch's model
     # (nothing to select on; for timed runs whose figure is a test point, not a selection)
     val_size: int = 5_000
@@ -524,6 +525,7 @@ def train(
         workers=workers,
         low_res=low_res,
         flips=flips,
+        mixer=mixing(recipe.mixup, recipe.seed) if recipe.augment else None,
     )
     val_ds = make_dataset(x_val, y_val, VAL_BATCH) if len(x_val) else None
     steps = int(np.ceil(len(x_train) / recipe.batch_size))

@@ -41,7 +41,8 @@ bash scripts/install_browser.sh .venv || echo "browser install failed: the Jupyt
   notebooks/01_data_exploration.ipynb \
   notebooks/02_separable_convolution_theory.ipynb \
   notebooks/03_model_construction.ipynb
-KERAS_BACKEND=jax .venv-jax/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py tests/test_batchnorm.py tests/test_whitening.py
+KERAS_BACKEND=jax .venv-jax/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py tests/test_batchnorm.py tests/test_whitening.py \
+  tests/test_input_pipeline.py
 if [ "$TORCH_OK" = 1 ]; then
   KERAS_BACKEND=torch .venv-torch/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py tests/test_batchnorm.py tests/test_whitening.py
 fi

@@ -176,6 +176,26 @@ def test_assignment_recipe_is_constant_lr_adam_without_augmentation(tmp_path, fa
     assert run["epoch_count"] == TINY["epochs"]
 
 
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_train_blends_the_training_batches_only_when_asked(tmp_path, fake_cifar, monkeypatch, mixup):
+    class Stop(Exception):
+        pass
+
+    mixers = []
+
+    def first_dataset(*args, **kwargs):  # the training pipeline is built first
+        mixers.append(kwargs.get("mixer"))
+        raise Stop
+
+    monkeypatch.setattr(training, "make_dataset", first_dataset)
+    with pytest.raises(Stop):
+        _train(tmp_path / "run", fake_cifar, mixup=mixup)
+    if mixup:
+        assert isinstance(mixers[0], keras.layers.MixUp) and mixers[0].alpha == mixup
+    else:
+        assert mixers == [None]
+
+
 def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
     from cifarsep_lib import __main__ as cli
 
@@ -236,6 +256,7 @@ def test_cli_augmentation_flags(monkeypatch):
         ("--translate", "0.0625", "translate", 0.125),
         ("--rotate", "15", "rotate", 0.0),
         ("--erasing", "0.5", "erasing", 0.0),
+        ("--mixup", "0.2", "mixup", 0.0),
         ("--ema", "0.995", "ema_momentum", None),
         ("--low-res-epochs", "12", "low_res_epochs", 0),
         ("--low-res-size", "24", "low_res_size", 16),
