@@ -44,5 +44,6 @@ bash scripts/install_browser.sh .venv || echo "browser install failed: the Jupyt
 KERAS_BACKEND=jax .venv-jax/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py tests/test_batchnorm.py tests/test_whitening.py \
   tests/test_input_pipeline.py
 if [ "$TORCH_OK" = 1 ]; then
-  KERAS_BACKEND=torch .venv-torch/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py tests/test_batchnorm.py tests/test_whitening.py
+  KERAS_BACKEND=torch .venv-torch/bin/pytest -p no:cacheprovider -q tests/test_backend_smoke.py tests/test_batchnorm.py \
+    tests/test_whitening.py tests/test_input_pipeline.py
 fi
