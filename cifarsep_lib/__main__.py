@@ -135,7 +135,8 @@ def main(argv=None) -> int:
         "--mixup",
         type=float,
         metavar="ALPHA",
-        help="blend training images and their labels in pairs (MixUp), weights drawn from Beta(ALPHA, ALPHA), e.g. 0.2",
+        help="blend each training image and its label with a random partner's (MixUp), the weight drawn from "
+        "Beta(ALPHA, ALPHA), e.g. 0.2",
     )
     t.add_argument(
         "--batchnorm-images",

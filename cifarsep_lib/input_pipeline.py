@@ -3,7 +3,7 @@
 ``make_dataset`` is what ``training.train`` feeds to ``fit`` and ``evaluate``: a ``tf.data``
 pipeline under TensorFlow, an ``AugmentedBatches`` (a ``keras.utils.PyDataset``) doing the
 same work under JAX or PyTorch. ``augmentation`` builds the random flips and shifts (Keras preprocessing layers);
-``mixing`` builds MixUp, which blends images and their labels in pairs.
+``mixing`` builds MixUp, which blends each image and its label with a random partner's.
 Two callbacks steer the pipeline epoch by epoch: ``AlternatingFlip`` (each image flipped every
 other epoch) and ``LowResolutionStart`` (progressive resizing); pass them both to
 ``make_dataset`` and to ``fit``.
@@ -167,8 +167,10 @@ class LowResolutionStart(keras.callbacks.Callback):
 
 
 def mixing(alpha: float, seed: int | None = None) -> keras.layers.MixUp | None:
-    """Keras' ``MixUp``: each training image blended with another of its batch, and its label with the other's
-    by the same weight, drawn from Beta(``alpha``, ``alpha``) (small ``alpha``: mostly one image). None for 0.
+    """Keras' ``MixUp``: each training image blended with a partner, and its label with the partner's by the
+    same weight: the image keeps w ~ Beta(``alpha``, ``alpha``), the partner gets 1 - w (small ``alpha``:
+    mostly one image). The partner is image π(i) of a random permutation π of the batch (tf.data) or of
+    the 4,096-image chunk (``AugmentedBatches``), now and then the image itself. None for 0.
 
     The network then sees mixtures it must score in proportion, which discourages confident
     answers between the training images (Zhang et al. 2018); xvel/cifar10-tiniest uses it. Training
@@ -205,8 +207,8 @@ class AugmentedBatches(keras.utils.PyDataset):
     each batch: called eagerly, as here, every call pays a fixed cost per operation (on a
     GPU: launching a dozen small kernels, waiting for them, copying the result back), and
     a few large calls per epoch pay it far less often than one call per batch. Every image
-    still gets its own random flip and shift, and ``mixer`` (MixUp) blends each with another
-    image of its chunk.
+    still gets its own random flip and shift, and ``mixer`` (MixUp) blends each with a partner
+    from its chunk.
 
     With ``workers > 1`` Keras prepares batches in that many threads while the model
     trains on earlier ones. The augmentation layers draw their random transforms from one
@@ -311,8 +313,8 @@ def make_dataset(
     ``low_res``: a ``LowResolutionStart`` callback that downscales the (augmented) batches
     while it is active; ``flips``: an ``AlternatingFlip`` callback that flips the images
     before ``augmenter`` (which should then not flip them again). Pass the same callbacks
-    to ``fit``. ``mixer``: a ``MixUp`` layer (see ``mixing``) that blends the augmented
-    images and their labels in pairs.
+    to ``fit``. ``mixer``: a ``MixUp`` layer (see ``mixing``) that blends each augmented
+    image and its label with a random partner's.
 
     Under the TensorFlow backend this is a ``tf.data`` pipeline (augmentation runs in
     its threads, overlapping the training step) with tf.data's autotuning switched off,

@@ -83,7 +83,7 @@ class Recipe:
     train_subset: int | None = None  # use only this many training images (quick runs)
     seed: int = 0
     optimizer: str = "sgd"  # "sgd": the warm-up + cosine schedule above; "adam": constant peak_lr
-    augment: bool = True  # random flips and translations of the training images
+    augment: bool = True  # augment the training images: flips and shifts, and the rotation, erasing and MixUp above
     ema_momentum: float | None = None  # average the weights (see compile_model); None: off
     low_res_epochs: int = 0  # progressive resizing: train the first epochs on downscaled images (LowResolutionStart)
     low_res_size: int = 16  # their size in pixels
@@ -110,6 +110,11 @@ class Recipe:
         # budget for TimeBudget: ten thousand epochs at a constant rate.
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be positive (or None for no time budget), not {self.minutes}")
+        # A negative alpha makes MixUp's Beta draw NaN, which would surface as a "diverged" run.
+        if self.mixup < 0:
+            raise ValueError(f"mixup is MixUp's alpha, 0 (off) or positive, not {self.mixup}")
+        if self.mixup and not self.augment:
+            raise ValueError("mixup needs augment=True (a recipe without augmentation would drop it silently)")
 
     @property
     def epoch_count(self) -> int:
@@ -525,7 +530,9 @@ def train(
         workers=workers,
         low_res=low_res,
         flips=flips,
-        mixer=mixing(recipe.mixup, recipe.seed) if recipe.augment else None,
+        # Its own seed: with the shift layer's seed, each batch's MixUp partners would follow the
+        # order of its vertical shifts (both draw from identical stateless seeds, step for step).
+        mixer=mixing(recipe.mixup, recipe.seed + 1) if recipe.augment else None,
     )
     val_ds = make_dataset(x_val, y_val, VAL_BATCH) if len(x_val) else None
     steps = int(np.ceil(len(x_train) / recipe.batch_size))

@@ -22,13 +22,18 @@ left out of the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
 import statistics
 from pathlib import Path
 
-from cifarsep_lib.training import read_history
+from cifarsep_lib.training import Recipe, read_history
+
+# A field added to Recipe after a run was recorded ran as its default does (a new option starts off),
+# so a run.json without it is read with today's default rather than shown as a difference.
+RECIPE_DEFAULTS = json.loads(json.dumps(dataclasses.asdict(Recipe())))
 
 
 def load(run: Path) -> dict:
@@ -37,7 +42,7 @@ def load(run: Path) -> dict:
     points = json.loads(points_file.read_text()) if points_file.exists() else []
     return {
         "name": run.name,
-        "recipe": json.loads((run / "run.json").read_text())["recipe"],
+        "recipe": {**RECIPE_DEFAULTS, **json.loads((run / "run.json").read_text())["recipe"]},
         "minutes": [s / 60 for s in itertools.accumulate(row["epoch_seconds"] for row in rows)],
         # NaN in a run without a validation split (--val-size 0), printed "-"
         "val": [row["val_accuracy"] for row in rows],

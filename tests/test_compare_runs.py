@@ -41,6 +41,20 @@ def test_runs_print_side_by_side_with_their_differences(tmp_path, monkeypatch, c
     assert "2 epochs, 2.0 min, 750 images/s" in out[-1]
 
 
+def test_a_recipe_field_newer_than_a_run_is_not_a_difference(tmp_path, monkeypatch, capsys):
+    """The older run.json has no ``mixup`` (added later, off by default): only a real change prints."""
+    old = _run(tmp_path / "old", 0.125, [0.5], [])
+    same, mixed = (_run(tmp_path / name, 0.125, [0.5], []) for name in ("same", "mixed"))
+    for folder, mixup in ((same, 0.0), (mixed, 0.2)):
+        record = json.loads((folder / "run.json").read_text())
+        record["recipe"]["mixup"] = mixup
+        (folder / "run.json").write_text(json.dumps(record))
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(old), str(same), str(mixed)])
+    compare_runs.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "# same: the first run’s recipe" in out and "# mixed: {'mixup': 0.2}" in out
+
+
 def test_test_points_without_flip_tta_print_without_it(tmp_path, monkeypatch, capsys):
     """The shipped runs before 2026-11-27 scored the test set without TTA during training."""
     a = _run(tmp_path / "a", 0.125, [0.5, 0.7], [{"epoch": 2, "test_accuracy": 0.71}])

@@ -184,10 +184,11 @@ def test_one_hot_passes_soft_targets_through_as_float32():
     np.testing.assert_array_equal(rows, soft.astype("float32"))
 
 
-def _blended_batches(dataset):
-    """All (images, labels) of a pipeline of either kind, as numpy arrays."""
+def _blended_epoch(dataset):
+    """All (images, labels) of one pass over a pipeline of either kind, as numpy arrays."""
     if isinstance(dataset, input_pipeline.AugmentedBatches):
         batches = [dataset[i] for i in range(len(dataset))]
+        dataset.on_epoch_end()
     else:
         batches = [(images.numpy(), labels.numpy()) for images, labels in dataset]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
@@ -195,22 +196,24 @@ def _blended_batches(dataset):
 
 @pytest.mark.parametrize("kind", ["backend-neutral", "tf.data"])
 def test_mixup_blends_each_image_and_its_label_by_the_same_weight(kind):
-    """Every pixel of an image of class k is 20·k, so a blend's mean names the blend of its labels."""
+    """Every pixel of an image of class k is 20·k, so a blend's mean names the blend of its labels:
+    through shuffling, chunks (80 images: two full and a partial one) and two epochs."""
     if kind == "tf.data" and keras.backend.backend() != "tensorflow":
         pytest.skip("tf.data pipelines are TensorFlow's")
     labels = np.arange(200) % 10
     x = np.broadcast_to((labels * 20).reshape(-1, 1, 1, 1), (200, 32, 32, 3)).astype("uint8")
     mixer = input_pipeline.mixing(1.0, seed=0)
     if kind == "tf.data":
-        dataset = input_pipeline.make_dataset(x, labels, 50, shuffle=True, mixer=mixer)
+        dataset = input_pipeline.make_dataset(x, labels, 40, shuffle=True, mixer=mixer)
     else:
-        dataset = input_pipeline.AugmentedBatches(x, labels, 50, None, shuffle=True, seed=0, mixer=mixer)
-    images, targets = _blended_batches(dataset)
-    assert images.shape == (200, 32, 32, 3) and targets.shape == (200, 10)
-    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), targets @ (20.0 * np.arange(10)), atol=0.05)
-    blends = ((targets > 0.01) & (targets < 0.99)).any(axis=1)
-    assert blends.mean() > 0.5  # Beta(1, 1) weights: most images are real blends of two
+        dataset = input_pipeline.AugmentedBatches(x, labels, 40, None, True, 0, chunk_size=80, mixer=mixer)
+    for _ in range(2):
+        images, targets = _blended_epoch(dataset)
+        assert images.shape == (200, 32, 32, 3) and targets.shape == (200, 10)
+        np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), targets @ (20.0 * np.arange(10)), atol=0.05)
+        blends = ((targets > 0.01) & (targets < 0.99)).any(axis=1)
+        assert blends.mean() > 0.5  # Beta(1, 1) weights: most images are real blends of two
 
 
 def test_mixing_is_off_at_zero():

@@ -183,17 +183,31 @@ def test_train_blends_the_training_batches_only_when_asked(tmp_path, fake_cifar,
 
     mixers = []
 
-    def first_dataset(*args, **kwargs):  # the training pipeline is built first
-        mixers.append(kwargs.get("mixer"))
-        raise Stop
+    def training_dataset(*args, **kwargs):
+        if kwargs.get("shuffle"):  # the training pipeline, not validation's
+            mixers.append(kwargs.get("mixer"))
+            raise Stop
 
-    monkeypatch.setattr(training, "make_dataset", first_dataset)
+    monkeypatch.setattr(training, "make_dataset", training_dataset)
     with pytest.raises(Stop):
         _train(tmp_path / "run", fake_cifar, mixup=mixup)
     if mixup:
         assert isinstance(mixers[0], keras.layers.MixUp) and mixers[0].alpha == mixup
     else:
         assert mixers == [None]
+
+
+def test_a_run_with_mixup_trains_and_records_it(tmp_path, fake_cifar):
+    _, hist = _train(tmp_path / "run", fake_cifar, mixup=0.4)
+    assert all(np.isfinite(hist["loss"]))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"]["mixup"] == 0.4
+
+
+def test_recipe_refuses_a_mixup_it_cannot_apply():
+    with pytest.raises(ValueError, match="alpha"):
+        training.Recipe(mixup=-0.2)
+    with pytest.raises(ValueError, match="augment"):
+        training.Recipe(mixup=0.2, augment=False)
 
 
 def test_cli_picks_the_assignment_recipe_and_applies_overrides(monkeypatch):
@@ -217,6 +231,9 @@ def test_cli_refuses_augmentation_options_the_assignment_recipe_would_ignore(mon
         in capsys.readouterr().err
     )
     assert cli.main(["train", "--translate", "0.1", "--test-at", "2,4,"]) == 0  # the series' recipe takes them
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--recipe", "assignment", "--mixup", "0.2"])
+    assert "--mixup: the assignment's recipe trains without augmentation" in capsys.readouterr().err
 
 
 def test_a_time_budget_must_be_positive():
