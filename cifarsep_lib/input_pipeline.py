@@ -180,9 +180,7 @@ def mixing(alpha: float, seed: int | None = None) -> keras.layers.MixUp | None:
 
 
 def _mixed(mixer, images, labels):
-    """``(images, labels)`` blended by ``mixer`` (a ``MixUp`` layer), or as they are for None."""
-    if mixer is None:
-        return images, labels
+    """``(images, labels)`` blended by ``mixer``, a ``MixUp`` layer."""
     out = mixer({"images": images, "labels": labels}, training=True)
     return out["images"], out["labels"]
 

@@ -76,7 +76,9 @@ class Recipe:
     whole_pixel_shifts: bool = False  # True: shifts by whole pixels (pad-and-crop); False: bilinear, fractional
     erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
     alternating_flips: bool = False  # True: each image flipped every other epoch (AlternatingFlip), not at random
-    mixup: float = 0.0  # MixUp's alpha: training images and labels blended in pairs (input_pipeline.mixing; 0: none)
+    mixup: float = (
+        0.0  # MixUp's alpha: images and labels blended with random partners' (input_pipeline.mixing; 0: none)
+    )
     # 0: no validation split; train on all 50,000 images and keep the last epoch's model
     # (nothing to select on; for timed runs whose figure is a test point, not a selection)
     val_size: int = 5_000
@@ -532,7 +534,8 @@ def train(
         flips=flips,
         # Its own seed: with the shift layer's seed, each batch's MixUp partners would follow the
         # order of its vertical shifts (both draw from identical stateless seeds, step for step).
-        mixer=mixing(recipe.mixup, recipe.seed + 1) if recipe.augment else None,
+        # (mixup is 0 whenever augment is off: __post_init__ refuses the pair.)
+        mixer=mixing(recipe.mixup, recipe.seed + 1),
     )
     val_ds = make_dataset(x_val, y_val, VAL_BATCH) if len(x_val) else None
     steps = int(np.ceil(len(x_train) / recipe.batch_size))
