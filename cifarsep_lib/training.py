@@ -76,9 +76,8 @@ class Recipe:
     whole_pixel_shifts: bool = False  # True: shifts by whole pixels (pad-and-crop); False: bilinear, fractional
     erasing: float = 0.0  # probability that a training image has a random rectangle erased (0: none)
     alternating_flips: bool = False  # True: each image flipped every other epoch (AlternatingFlip), not at random
-    mixup: float = (
-        0.0  # MixUp's alpha: images and labels blended with random partners' (input_pipeline.mixing; 0: none)
-    )
+    # MixUp's alpha: images and labels blended with random partners' (input_pipeline.mixing; 0: none)
+    mixup: float = 0.0
     # 0: no validation split; train on all 50,000 images and keep the last epoch's model
     # (nothing to select on; for timed runs whose figure is a test point, not a selection)
     val_size: int = 5_000
