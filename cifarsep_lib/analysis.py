@@ -1,6 +1,7 @@
 """Error analysis: where a classifier goes wrong, how sure it is, and what it looks at.
 
-Numbers first (numpy only), then figures (matplotlib / seaborn; each returns its Figure):
+Numbers first (numpy; pandas for the table, the Keras backend for saliency gradients), then
+figures (matplotlib / seaborn; each returns its Figure):
 
 * ``confusion_matrix`` and ``plot_confusion_matrix``: which classes are mistaken for which;
 * ``precision_recall_f1`` and ``per_class_table``: one row of scores per class;
@@ -84,7 +85,7 @@ def per_class_table(cm, class_names=CLASS_NAMES):
     """A pandas DataFrame with one row per class: precision, recall, f1, support.
 
     Rows are sorted as ``class_names``; sort it yourself, e.g. ``.sort_values("f1")``.
-    (pandas comes with seaborn, a dependency of the series.)
+    (pandas is a dependency of the series.)
     """
     import pandas as pd
 
@@ -252,10 +253,11 @@ def saliency_maps(model, images, classes=None, batch_size: int = 64) -> np.ndarr
         model: a Keras model taking 0-255 RGB images and returning class probabilities.
         images: one image ``(H, W, 3)`` or a batch ``(N, H, W, 3)`` (see
             ``evaluation.prepare_images``).
-        classes: class index per image; default: the model's own top class.
+        classes: class index per image, or one index for all; default: the model's own top class.
 
     Returns:
-        float32 maps ``(N, H, W)`` (``(H, W)`` for a single image), not normalised.
+        float32 maps ``(N, 32, 32)`` (``(32, 32)`` for a single image; other sizes are resized first),
+        not normalised.
     """
     single = np.asarray(images).ndim == 3
     x = prepare_images(images)
@@ -340,7 +342,7 @@ def plot_per_class_scores(table, ax=None):
 
 
 def plot_reliability_diagram(bins: ReliabilityBins, title: str = "Reliability diagram"):
-    """Accuracy against confidence per bin, with the gap to the diagonal, and a histogram of confidences.
+    """Accuracy against confidence per bin, the gap to its mean confidence, and each bin's share of predictions.
 
     Bars below the diagonal mean over-confidence (the model is right less often than it
     claims); above it, under-confidence. The ECE is in the title.

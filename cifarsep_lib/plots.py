@@ -49,6 +49,7 @@ def class_samples_grid(
         per_class: images per row.
         classes: the classes to show, in order (default: all classes present).
         seed: which images are drawn (the draw is reproducible).
+        size: inches per image.
         title: the figure's title, if any.
     """
     from .data import CLASS_NAMES
@@ -165,7 +166,10 @@ def class_means_grid(images, labels, class_names=None, ncols: int = 5, size: flo
 
 
 def schedule_figure(schedule, total_steps: int, steps_per_epoch: int | None = None):
-    """The learning rate of a ``keras.optimizers.schedules`` schedule over a run (x axis in epochs if given)."""
+    """The learning rate of ``training.lr_schedule`` (warm-up, then cosine decay) over a run.
+
+    The x axis is in epochs if ``steps_per_epoch`` is given, in steps otherwise.
+    """
     steps = np.arange(total_steps + 1)
     lrs = [float(schedule(int(s))) for s in steps]
     x = steps / steps_per_epoch if steps_per_epoch else steps
@@ -208,7 +212,7 @@ def results_figure(results: dict, base_dir=".", cores: int = 2):
     another run) or of runs that shared the CPU unpinned ("2 cores shared by 3 runs"); all still
     appear on the parameters axis, a GPU run as a square. The main model (``main_model``) is the
     star. Minutes run on a log scale, so that ten-minute runs and five-hour ones both show their
-    shape, with the issue's two budgets, 10 and 60 minutes, marked."""
+    shape, with the series' two time budgets, 10 and 60 minutes, dotted."""
     import json
     from pathlib import Path
 
