@@ -1,8 +1,15 @@
 """Loading CIFAR-10: the official download, or a local copy in the official binary layout.
 
-The loader returns exactly what ``keras.datasets.cifar10.load_data()`` returns:
+The loader returns what ``keras.datasets.cifar10.load_data()`` returns:
 ``(x_train, y_train), (x_test, y_test)`` with uint8 images of shape ``(N, 32, 32, 3)``
-and integer labels 0-9 of shape ``(N, 1)``.
+and integer labels 0-9 of shape ``(N, 1)``, in one fixed order whatever the source.
+
+Why a fixed order: the course's offline copy holds the official images in another order
+than the official archive, and a seeded split (``train_val_split``) picks images by
+position. So that a seed holds out the same validation images everywhere, the ones the
+shipped models never trained on, ``load_cifar10`` puts every copy in the offline copy's
+order (``in_series_order``), recognising each image by a fingerprint of its pixels; the
+60,000 fingerprints ship with the library (``cifar10_order.npz``, no image data).
 
 Sources, in order of precedence:
 
@@ -18,7 +25,9 @@ Nothing is unpickled: the binary layout is parsed with numpy only.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +61,10 @@ OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 OFFICIAL_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 
 ENV_VAR = "CIFARSEP_DATA"
+
+# Pixel fingerprints of the training then the test images, in the series' order
+# (scripts/make_cifar10_order.py writes it from the offline copy).
+ORDER_FILE = Path(__file__).with_name("cifar10_order.npz")
 
 
 class CifarDataError(RuntimeError):
@@ -111,7 +124,9 @@ def _check_class_balance(labels: np.ndarray, per_class: int, where: str) -> None
 
 
 def load_from_folder(data_dir: str | Path):
-    """Load CIFAR-10 from ``data_dir/cifar-10-batches-bin/``, validating its structure.
+    """Load CIFAR-10 from ``data_dir/cifar-10-batches-bin/`` in the files' order, validating its structure.
+
+    ``load_cifar10`` then puts it in the series' order (``in_series_order``).
 
     Structure, not checksums, is validated (a user's own download and the course's
     offline copy hold the same images in different orders): every file present,
@@ -152,7 +167,7 @@ def download_official(cache_dir: str | None = None) -> Path:
         )
     except Exception as err:  # get_file raises a bare Exception for network failures
         raise CifarDataError(
-            f"could not download CIFAR-10 from {OFFICIAL_URL}: {err}. Without internet access, "
+            f"could not download or verify CIFAR-10 from {OFFICIAL_URL}: {err}. Without internet access, "
             f"set {ENV_VAR} to a folder holding {BATCHES_DIR}/ (a copy of the extracted archive)."
         ) from err
     archive = Path(archive)
@@ -181,7 +196,42 @@ def load_cifar10(data_dir: str | Path | None = None):
     folder = resolve_data_dir(data_dir)
     if folder is None:
         folder = download_official()
-    return load_from_folder(folder)
+    (x_train, y_train), (x_test, y_test) = load_from_folder(folder)
+    return in_series_order(x_train, y_train, "train"), in_series_order(x_test, y_test, "test")
+
+
+def fingerprints(images) -> np.ndarray:
+    """One 64-bit fingerprint (BLAKE2b) of each image's pixels: ``(N,)`` uint64."""
+    flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
+    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat)
+    return np.frombuffer(digests, dtype="<u8")
+
+
+def in_series_order(x, y, part: str):
+    """``(x, y)`` reordered to the series' order of CIFAR-10's ``part`` ("train" or "test").
+
+    Every image is found by its fingerprint among those in ``ORDER_FILE``. Images that
+    are not all there (synthetic test data, a re-encoded copy) keep their own order; when
+    only some are found, a warning says that seeded splits then differ from the series'.
+    """
+    reference = np.load(ORDER_FILE)[part]
+    found = fingerprints(x)
+    if np.array_equal(found, reference):
+        return x, y
+    by_print = np.argsort(found)
+    where = np.searchsorted(found[by_print], reference).clip(0, len(found) - 1)
+    matched = found[by_print][where] == reference
+    if len(found) == len(reference) and matched.all():
+        order = by_print[where]
+        return x[order], y[order]
+    if matched.any():
+        warnings.warn(
+            f"{matched.sum():,} of CIFAR-10's {len(reference):,} {part} images found in this copy, not all: "
+            "kept its own order, so a seeded validation split holds out other images than the "
+            "series' runs did (the shipped models may have trained on some of them)",
+            stacklevel=2,
+        )
+    return x, y
 
 
 def without_autotune(dataset):
@@ -219,9 +269,14 @@ def train_val_split(x, y, val_size: int = 5_000, seed: int = 0):
     if val_size < 0 or val_size % len(classes):
         # Rounding down would quietly validate on fewer images, or on none at all.
         raise ValueError(
-            f"val_size must be a multiple of the {len(classes)} classes (the split is stratified), got {val_size}"
+            f"val_size must be a non-negative multiple of the {len(classes)} classes (the split is stratified), "
+            f"got {val_size}"
         )
     per_class = val_size // len(classes)
+    smallest = min(int(np.sum(labels == c)) for c in classes)
+    if per_class > smallest:
+        # Slicing would quietly take the whole smallest class, and leave nothing of it to train on.
+        raise ValueError(f"val_size {val_size} needs {per_class} images per class; the smallest class has {smallest}")
     val_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes])
     val_idx = rng.permutation(val_idx)
     mask = np.ones(len(labels), dtype=bool)

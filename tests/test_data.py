@@ -1,4 +1,5 @@
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -87,6 +88,8 @@ def test_split_is_seeded_stratified_and_disjoint():
     assert not set(xt.ravel()) & set(xv.ravel())
     (_, _), (xv2, _) = data.train_val_split(x, y, val_size=100, seed=3)
     np.testing.assert_array_equal(xv, xv2)
+    (_, _), (xv4, _) = data.train_val_split(x, y, val_size=100, seed=4)
+    assert set(xv4.ravel()) != set(xv.ravel())
 
 
 @pytest.mark.parametrize("val_size", [5, 105, -10])
@@ -96,6 +99,14 @@ def test_split_refuses_a_size_it_cannot_stratify(val_size):
     y = np.repeat(np.arange(10), 100).reshape(-1, 1)
     with pytest.raises(ValueError, match="multiple of the 10 classes"):
         data.train_val_split(x, y, val_size=val_size)
+
+
+def test_split_refuses_more_than_a_class_holds():
+    """Slicing would take all 100 images of each class for 2,000, and leave none to train on."""
+    x = np.arange(1000).reshape(-1, 1)
+    y = np.repeat(np.arange(10), 100).reshape(-1, 1)
+    with pytest.raises(ValueError, match="smallest class has 100"):
+        data.train_val_split(x, y, val_size=2_000)
 
 
 def test_real_copy_loads_with_published_statistics(data_dir):
@@ -123,7 +134,7 @@ def test_download_uses_official_archive_and_hash(monkeypatch, tmp_path):
     assert calls["origin"] == data.OFFICIAL_URL and calls["file_hash"] == data.OFFICIAL_MD5
 
 
-def test_import_does_not_touch_network_or_keras():
+def test_import_does_not_import_keras_or_tensorflow():
     import subprocess
     import sys
 
@@ -142,3 +153,42 @@ def test_failed_download_explains_offline_option(monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(data.CifarDataError, match="could not download.*set CIFARSEP_DATA"):
         data.load_cifar10()
+
+
+def test_offline_copy_is_in_series_order(data_dir):
+    """The committed fingerprints are the offline copy's, image for image: its order is the series'."""
+    (x_train, _), (x_test, _) = data.load_from_folder(data_dir)
+    order = np.load(data.ORDER_FILE)
+    np.testing.assert_array_equal(data.fingerprints(x_train), order["train"])
+    np.testing.assert_array_equal(data.fingerprints(x_test), order["test"])
+
+
+def test_a_copy_in_another_order_loads_in_series_order(data_dir, monkeypatch):
+    """The official archive holds the same images in another order; a seed must split them alike."""
+    (x_train, y_train), (x_test, y_test) = data.load_from_folder(data_dir)
+    shuffle_train = np.random.default_rng(0).permutation(len(x_train))
+    shuffle_test = np.random.default_rng(1).permutation(len(x_test))
+    shuffled = (x_train[shuffle_train], y_train[shuffle_train]), (x_test[shuffle_test], y_test[shuffle_test])
+    monkeypatch.setattr(data, "load_from_folder", lambda folder: shuffled)
+    (x2, y2), (xt2, yt2) = data.load_cifar10(data_dir)
+    np.testing.assert_array_equal(x2, x_train)
+    np.testing.assert_array_equal(y2, y_train)
+    np.testing.assert_array_equal(xt2, x_test)
+    np.testing.assert_array_equal(yt2, y_test)
+
+
+def test_a_copy_with_other_pixels_keeps_its_order_and_says_so(data_dir):
+    (x, y), _ = data.load_from_folder(data_dir)
+    x, y = x[::-1].copy(), y[::-1].copy()
+    x[0, 0, 0, 0] ^= 1  # one pixel off in one image: the copy is no longer the official one
+    with pytest.warns(UserWarning, match="49,999 of CIFAR-10's 50,000 train images"):
+        x2, y2 = data.in_series_order(x, y, "train")
+    assert x2 is x and y2 is y
+
+
+def test_other_images_keep_their_order_silently(fake_cifar):
+    (x, y), _ = data.load_from_folder(fake_cifar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x2, y2 = data.in_series_order(x, y, "train")
+    assert x2 is x and y2 is y

@@ -154,12 +154,13 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
     shared, so no two threads may run them at once (they would draw the same transforms)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    active, most = [0], [0]
+    active, most, calls = [0], [0], [0]
     guard = threading.Lock()
 
     def augmenter(batch, training):
         with guard:
             active[0] += 1
+            calls[0] += 1
             most[0] = max(most[0], active[0])
         time.sleep(0.02)
         with guard:
@@ -172,7 +173,7 @@ def test_backend_neutral_batches_in_threads_call_the_augmenter_one_at_a_time():
     assert ds.workers == 4 and not ds.use_multiprocessing  # threads: the data is shared, not copied
     with ThreadPoolExecutor(4) as pool:
         batches = list(pool.map(ds.__getitem__, range(len(ds))))
-    assert most[0] == 1
+    assert most[0] == 1 and calls[0] == 8
     assert all(float(xb.min()) == 1.0 and xb.shape == (8, 32, 32, 3) for xb, _ in batches)
 
 
