@@ -214,7 +214,8 @@ def in_series_order(x, y, part: str):
     are not all there (synthetic test data, a re-encoded copy) keep their own order; when
     only some are found, a warning says that seeded splits then differ from the series'.
     """
-    reference = np.load(ORDER_FILE)[part]
+    with np.load(ORDER_FILE) as order:
+        reference = order[part]
     found = fingerprints(x)
     if np.array_equal(found, reference):
         return x, y

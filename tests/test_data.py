@@ -158,9 +158,9 @@ def test_failed_download_explains_offline_option(monkeypatch):
 def test_offline_copy_is_in_series_order(data_dir):
     """The committed fingerprints are the offline copy's, image for image: its order is the series'."""
     (x_train, _), (x_test, _) = data.load_from_folder(data_dir)
-    order = np.load(data.ORDER_FILE)
-    np.testing.assert_array_equal(data.fingerprints(x_train), order["train"])
-    np.testing.assert_array_equal(data.fingerprints(x_test), order["test"])
+    with np.load(data.ORDER_FILE) as order:
+        np.testing.assert_array_equal(data.fingerprints(x_train), order["train"])
+        np.testing.assert_array_equal(data.fingerprints(x_test), order["test"])
 
 
 def test_a_copy_in_another_order_loads_in_series_order(data_dir, monkeypatch):
