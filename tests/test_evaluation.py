@@ -18,6 +18,14 @@ def test_prepare_rescales_unit_floats():
     assert np.allclose(x, 127.5)
 
 
+@pytest.mark.parametrize(
+    "dtype, value, expected", [(np.uint8, 1, 1.0), (np.float32, 200.0, 200.0), (np.float64, 1.0, 255.0)]
+)
+def test_prepare_rescales_only_unit_floats(dtype, value, expected):
+    """A dark uint8 image (max 1) and a 0-255 float image keep their values; floats in 0-1 are scaled."""
+    assert evaluation.prepare_images(np.full((32, 32, 3), value, dtype)).max() == expected
+
+
 def test_prepare_resizes_other_sizes_with_warning():
     with pytest.warns(UserWarning, match="resizing"):
         x = evaluation.prepare_images(np.zeros((1, 64, 48, 3), np.uint8))
@@ -94,6 +102,7 @@ def test_evaluate_cli_prints_json_last_line(tmp_path, fake_cifar):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["params"] < 100_000 and report["conv2d_layers"] == 0
     assert 0.0 <= report["accuracy"] <= 1.0 and "accuracy_tta" in report
+    assert report["test_images"] == 10_000 and report["file"] == str(path)  # that file, on the whole test set
 
 
 def test_missing_model_file():

@@ -30,7 +30,9 @@ def test_base_model_layer_order_and_shapes():
         "trans1": (16, 16, 32), "sepconv4": (16, 16, 32), "sepconv5": (16, 16, 64),
         "sepconv6": (8, 8, 32), "sepconv7": (8, 8, 192), "sepconv_out": (8, 8, 10),
     }  # fmt: skip
-    assert list(shapes) == names  # in this order
+    assert names == [
+        "sepconv1", "sepconv2", "sepconv3", "trans1", "sepconv4", "sepconv5", "sepconv6", "sepconv7", "sepconv_out",
+    ]  # fmt: skip
     assert model.get_layer("trans1").__class__ is keras.layers.Conv2D
     out = model(np.zeros((2, 32, 32, 3), "float32"))
     assert out.shape == (2, 10)
@@ -157,6 +159,15 @@ def test_rules_reject_too_many_parameters():
         rules.check_rules(big, verbose=False)
 
 
+def test_rules_limit_is_strictly_under_100k():
+    """The assignment says *under* 100,000: exactly 100,000 fails, 99,000 passes."""
+    exactly = keras.Sequential([keras.Input((99,)), keras.layers.Dense(1000)])  # 99,000 weights + 1,000 biases
+    with pytest.raises(rules.RulesViolation, match="100,000 parameters"):
+        rules.check_rules(exactly, verbose=False)
+    under = keras.Sequential([keras.Input((98,)), keras.layers.Dense(1000)])
+    assert rules.check_rules(under, verbose=False).passed
+
+
 def test_models_take_any_image_size():
     model = models.sepnet()
     assert model(np.zeros((1, 48, 40, 3), "float32")).shape == (1, 10)
@@ -281,12 +292,15 @@ def _batch_norm_pair(momentum=0.5, channels=6, rank=4):
     return pair
 
 
-def test_fused_batch_norm_trains_like_keras_batch_norm():
+def test_fused_batch_norm_trains_like_keras_batch_norm(monkeypatch):
     """Same outputs, gradients and moving statistics as the parent, in training and inference mode."""
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the fused kernel is TensorFlow's; other backends run the parent's code")
     import tensorflow as tf
 
+    # Count the fused kernel's calls: a layer that always handed over to its parent would pass the rest.
+    fused_kernel, calls = layers._tf_fused_batch_norm, []
+    monkeypatch.setattr(layers, "_tf_fused_batch_norm", lambda *args: calls.append(1) or fused_kernel(*args))
     x = tf.constant(np.random.default_rng(5).normal(2, 3, size=(8, 5, 5, 6)).astype("float32"))
     reference, fused = _batch_norm_pair()
     assert fused._fusable(x, True, None) and not fused._fusable(x, False, None)
@@ -306,6 +320,20 @@ def test_fused_batch_norm_trains_like_keras_batch_norm():
     np.testing.assert_allclose(fused.moving_variance.numpy(), reference.moving_variance.numpy(), rtol=1e-6)
     assert not np.allclose(fused.moving_variance.numpy(), 1.0)
     np.testing.assert_allclose(fused(x).numpy(), reference(x).numpy(), atol=1e-5)
+    assert len(calls) == 1  # the training-mode call; inference uses the moving statistics
+
+
+def test_frozen_fused_batch_norm_uses_its_moving_statistics():
+    """A frozen layer (fine-tuning) normalises with its moving statistics in training mode too, like Keras'."""
+    reference, fused = _batch_norm_pair()
+    for bn in (reference, fused):
+        bn.trainable = False
+    x = np.random.default_rng(8).normal(2, 3, (8, 5, 5, 6)).astype("float32")
+    assert not fused._fusable(x, True, None)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(fused(x, training=True)), ops.convert_to_numpy(reference(x, training=True)), atol=1e-5
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(fused.moving_mean), 0.0)
 
 
 def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
